@@ -1,0 +1,350 @@
+//! The HTTP API for backends and operators: thin routes that check the key, parse JSON,
+//! call the broker and answer JSON. Errors are `{"ok":false,"error":..,"message":..}`.
+
+use actix_web::{
+    dev::Payload,
+    error::JsonPayloadError,
+    http::{header, StatusCode},
+    web, FromRequest, HttpRequest, HttpResponse, ResponseError,
+};
+use serde::Deserialize;
+use serde_json::{json, value::RawValue};
+use subtle::ConstantTimeEq;
+
+use crate::{
+    auth::valid_uid,
+    broker::BrokerError,
+    hub::Target,
+    protocol::{now_secs, valid_group},
+    push::{PushError, PushRequest},
+    server::App,
+};
+
+/// Every route of the API and the health endpoints.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/push", web::post().to(push))
+        .route("/api/push/batch", web::post().to(push_batch))
+        .route("/api/online/{uid}", web::get().to(online))
+        .route("/api/groups/{group}/members", web::post().to(add_member))
+        .route(
+            "/api/groups/{group}/members/{uid}",
+            web::delete().to(remove_member),
+        )
+        .route("/api/groups/{group}", web::get().to(group_info))
+        .route("/api/kick", web::post().to(kick))
+        .route("/api/stats", web::get().to(stats))
+        .route("/api/time", web::get().to(time))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+/// A JSON error answer.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "ok": false, "error": code, "message": message }))
+}
+
+/// Why an API call failed; each variant is one status and error code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("request body larger than api.max_body_bytes")]
+    TooLarge,
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::TooLarge => "too_large",
+            ApiError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = error_response(self.status_code(), self.code(), &self.to_string());
+        if matches!(self, ApiError::Unauthorized) {
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        res
+    }
+}
+
+impl From<BrokerError> for ApiError {
+    fn from(e: BrokerError) -> Self {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl From<PushError> for ApiError {
+    fn from(e: PushError) -> Self {
+        match e {
+            PushError::Invalid(m) => ApiError::BadRequest(m),
+            PushError::Broker(b) => b.into(),
+        }
+    }
+}
+
+/// JSON bodies: any content type, at most `api.max_body_bytes`, errors in our format.
+pub fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(limit)
+        .content_type_required(false)
+        .error_handler(|err, _req| {
+            match err {
+                JsonPayloadError::Overflow { .. }
+                | JsonPayloadError::OverflowKnownLength { .. } => ApiError::TooLarge,
+                JsonPayloadError::Deserialize(e) => {
+                    ApiError::BadRequest(format!("invalid body: {e}"))
+                }
+                other => ApiError::BadRequest(other.to_string()),
+            }
+            .into()
+        })
+}
+
+/// Unknown routes.
+pub async fn not_found() -> HttpResponse {
+    error_response(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// Proof that the request carried `Authorization: Bearer <one of api.keys>`.
+pub struct ApiKey;
+
+impl FromRequest for ApiKey {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<ApiKey, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let app = req.app_data::<web::Data<App>>().expect("App is registered");
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let ok = given.is_some_and(|given| {
+            let mut found = subtle::Choice::from(0);
+            for key in &app.config.api.keys {
+                found |= key.expose().as_bytes().ct_eq(given.as_bytes());
+            }
+            bool::from(found)
+        });
+        std::future::ready(if ok {
+            Ok(ApiKey)
+        } else {
+            Err(ApiError::Unauthorized)
+        })
+    }
+}
+
+type Answer = Result<HttpResponse, ApiError>;
+
+fn ok(mut body: serde_json::Value) -> Answer {
+    body["ok"] = json!(true);
+    Ok(HttpResponse::Ok().json(body))
+}
+
+async fn push(_: ApiKey, app: web::Data<App>, body: web::Json<PushRequest>) -> Answer {
+    let published = body.execute(&*app.broker).await?;
+    ok(json!({ "delivered": published.delivered, "seq": published.seq }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch {
+    pushes: Vec<Box<RawValue>>,
+}
+
+/// Each item is validated and executed on its own: one bad item does not fail the rest.
+async fn push_batch(_: ApiKey, app: web::Data<App>, body: web::Json<Batch>) -> Answer {
+    let mut results = Vec::with_capacity(body.pushes.len());
+    for raw in &body.pushes {
+        let outcome = match serde_json::from_str::<PushRequest>(raw.get()) {
+            Ok(req) => req.execute(&*app.broker).await.map_err(ApiError::from),
+            Err(e) => Err(ApiError::BadRequest(format!("invalid push: {e}"))),
+        };
+        results.push(match outcome {
+            Ok(p) => json!({ "ok": true, "delivered": p.delivered, "seq": p.seq }),
+            Err(e) => json!({ "ok": false, "error": e.code(), "message": e.to_string() }),
+        });
+    }
+    ok(json!({ "results": results }))
+}
+
+fn check_uid(uid: &str) -> Result<(), ApiError> {
+    if valid_uid(uid) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(
+            "invalid uid: 1 to 64 characters from [A-Za-z0-9_.-]".into(),
+        ))
+    }
+}
+
+fn check_group(group: &str) -> Result<(), ApiError> {
+    if valid_group(group) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(
+            "invalid group: 1 to 64 characters from [A-Za-z0-9_.:-]".into(),
+        ))
+    }
+}
+
+async fn online(_: ApiKey, app: web::Data<App>, uid: web::Path<String>) -> Answer {
+    check_uid(&uid)?;
+    let conns = app.broker.online(&uid).await?;
+    ok(json!({ "uid": *uid, "online": conns > 0, "conns": conns }))
+}
+
+/// `{"uid":..}` or `{"conn":..}`: exactly one.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Member {
+    uid: Option<String>,
+    conn: Option<String>,
+}
+
+async fn add_member(
+    _: ApiKey,
+    app: web::Data<App>,
+    group: web::Path<String>,
+    body: web::Json<Member>,
+) -> Answer {
+    check_group(&group)?;
+    match (&body.uid, &body.conn) {
+        (Some(uid), None) => {
+            check_uid(uid)?;
+            app.broker.add_uid_to_group(&group, uid).await?;
+        }
+        (None, Some(conn)) => {
+            if !app.broker.add_conn_to_group(&group, conn).await? {
+                return Err(ApiError::NotFound(format!("no live connection {conn:?}")));
+            }
+        }
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give exactly one of uid or conn".into(),
+            ))
+        }
+    }
+    ok(json!({ "group": *group }))
+}
+
+async fn remove_member(
+    _: ApiKey,
+    app: web::Data<App>,
+    path: web::Path<(String, String)>,
+) -> Answer {
+    let (group, uid) = path.into_inner();
+    check_group(&group)?;
+    check_uid(&uid)?;
+    app.broker.remove_uid_from_group(&group, &uid).await?;
+    ok(json!({ "group": group, "uid": uid }))
+}
+
+async fn group_info(_: ApiKey, app: web::Data<App>, group: web::Path<String>) -> Answer {
+    check_group(&group)?;
+    let info = app.broker.group_info(&group).await?;
+    ok(json!({ "group": *group, "conns": info.conns, "uids": info.uids }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Kick {
+    uid: Option<String>,
+    conn: Option<String>,
+    reason: Option<String>,
+}
+
+async fn kick(_: ApiKey, app: web::Data<App>, body: web::Json<Kick>) -> Answer {
+    let target = match (&body.uid, &body.conn) {
+        (Some(uid), None) => {
+            check_uid(uid)?;
+            Target::Uid(uid.clone())
+        }
+        (None, Some(conn)) => Target::Conn(conn.clone()),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give exactly one of uid or conn".into(),
+            ))
+        }
+    };
+    // A close reason must fit in a control frame (125 bytes, 2 for the code).
+    let mut reason = body.reason.clone().unwrap_or_else(|| "kicked".into());
+    while reason.len() > 120 {
+        reason.pop();
+    }
+    let kicked = app.broker.kick(&target, &reason).await?;
+    ok(json!({ "kicked": kicked }))
+}
+
+async fn stats(_: ApiKey, app: web::Data<App>) -> Answer {
+    let counts = app.hub.counts();
+    let totals = app.metrics.totals();
+    let node = json!({
+        "node": app.node_id,
+        "connections": counts.connections,
+        "uids": counts.uids,
+        "groups": counts.groups,
+        "frames_in": totals.frames_in,
+        "frames_out": totals.frames_out,
+        "pushes": totals.pushes,
+        "deliveries": totals.deliveries,
+        "drops": totals.drops,
+    });
+    let mut total = node.clone();
+    total.as_object_mut().expect("an object").remove("node");
+    ok(json!({ "nodes": [node], "total": total }))
+}
+
+async fn time() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "time": now_secs() }))
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "ok": true }))
+}
+
+async fn readyz(app: web::Data<App>) -> HttpResponse {
+    if app.broker.ready().await {
+        HttpResponse::Ok().json(json!({ "ok": true }))
+    } else {
+        error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the broker is unreachable",
+        )
+    }
+}
+
+async fn metrics(app: web::Data<App>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(app.metrics.render())
+}

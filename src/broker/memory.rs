@@ -1,0 +1,161 @@
+//! The in-memory broker: one process is the whole cluster. Sequence numbers and history
+//! live in [`History`]; fan-out is a direct call into the local [`Hub`].
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use serde_json::value::RawValue;
+
+use super::{Broker, BrokerError, Published, Resumed};
+use crate::{
+    hub::{history::History, Conn, GroupInfo, Hub, Sent, Target},
+    metrics::Metrics,
+    protocol::{self, close},
+};
+
+pub struct MemoryBroker {
+    hub: Arc<Hub>,
+    history: Arc<History>,
+    epoch: String,
+    metrics: Arc<Metrics>,
+}
+
+impl MemoryBroker {
+    /// A broker over `hub`. Must be called inside a Tokio runtime: it starts the task that
+    /// forgets streams idle for longer than the history TTL.
+    pub fn new(hub: Arc<Hub>, metrics: Arc<Metrics>, history_size: usize, ttl: Duration) -> Self {
+        let history = Arc::new(History::new(history_size, ttl));
+        let weak = Arc::downgrade(&history);
+        let every = ttl.clamp(Duration::from_secs(1), Duration::from_secs(60));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                match weak.upgrade() {
+                    Some(h) => {
+                        h.sweep();
+                    }
+                    None => break,
+                }
+            }
+        });
+        MemoryBroker {
+            hub,
+            history,
+            epoch: crate::random_id(12),
+            metrics,
+        }
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    async fn publish(
+        &self,
+        target: &Target,
+        data: &RawValue,
+        store: bool,
+    ) -> Result<Published, BrokerError> {
+        self.metrics.pushed();
+        let stream = target.stream();
+        let time = protocol::now_ms();
+        let log = match (target.has_history(), store) {
+            (false, _) => None,
+            (true, true) => Some(self.history.stream(&stream)),
+            (true, false) => self.history.existing(&stream),
+        };
+        let Some(log) = log else {
+            let frame = protocol::push(&stream, None, data, time);
+            let delivered = self.hub.deliver(target, &frame);
+            return Ok(Published {
+                delivered,
+                seq: None,
+            });
+        };
+        // The stream's lock is held from numbering to queueing: one order for everyone.
+        let mut log = log.lock();
+        let seq = (target.has_history() && store).then(|| log.next_seq());
+        let frame = protocol::push(&stream, seq, data, time);
+        if let Some(seq) = seq {
+            log.record(seq, frame.clone(), self.history.size);
+        }
+        let delivered = self.hub.deliver(target, &frame);
+        Ok(Published { delivered, seq })
+    }
+
+    async fn resume(
+        &self,
+        conn: &Arc<Conn>,
+        stream: &str,
+        after: u64,
+    ) -> Result<Resumed, BrokerError> {
+        let Some(log) = self.history.existing(stream) else {
+            return Ok(Resumed {
+                sent: 0,
+                complete: after == 0,
+            });
+        };
+        let mut log = log.lock();
+        let replay = log.since(after, self.history.ttl);
+        let mut sent = 0;
+        for frame in &replay.frames {
+            match conn.send(frame) {
+                Sent::Queued => sent += 1,
+                Sent::Overflow | Sent::Closed => break,
+            }
+        }
+        Ok(Resumed {
+            sent,
+            complete: replay.complete,
+        })
+    }
+
+    async fn online(&self, uid: &str) -> Result<usize, BrokerError> {
+        Ok(self.hub.uid_conns(uid).len())
+    }
+
+    async fn join(&self, conn: &Arc<Conn>, group: &str) -> Result<(), BrokerError> {
+        self.hub.join(conn, group);
+        Ok(())
+    }
+
+    async fn leave(&self, conn: &Arc<Conn>, group: &str) -> Result<bool, BrokerError> {
+        Ok(self.hub.leave(conn, group))
+    }
+
+    async fn add_uid_to_group(&self, group: &str, uid: &str) -> Result<(), BrokerError> {
+        self.hub.add_uid_to_group(group, uid);
+        Ok(())
+    }
+
+    async fn remove_uid_from_group(&self, group: &str, uid: &str) -> Result<(), BrokerError> {
+        self.hub.remove_uid_from_group(group, uid);
+        Ok(())
+    }
+
+    async fn add_conn_to_group(&self, group: &str, conn: &str) -> Result<bool, BrokerError> {
+        Ok(match self.hub.get(conn) {
+            Some(c) => {
+                self.hub.join(&c, group);
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn group_info(&self, group: &str) -> Result<GroupInfo, BrokerError> {
+        Ok(self.hub.group_info(group))
+    }
+
+    async fn kick(&self, target: &Target, reason: &str) -> Result<usize, BrokerError> {
+        Ok(self.hub.close_target(target, close::KICKED, reason))
+    }
+
+    async fn ready(&self) -> bool {
+        true
+    }
+}

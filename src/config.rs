@@ -1,0 +1,575 @@
+//! Configuration: one TOML file, overridden key by key by `MINIPUSH_<SECTION>_<KEY>`
+//! environment variables, then validated. Every error names the key it is about.
+//!
+//! Secrets (`auth.tokens`, `api.keys`, `wechat.secret`) are held in [`Secret`], whose
+//! `Debug` output is redacted, so a config can be logged without leaking them.
+
+use std::{fmt, net::SocketAddr, path::Path};
+
+use serde::Deserialize;
+
+/// A secret string: compared by the code that needs it, never printed.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret's text. Callers must not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub api: ApiConfig,
+    pub heartbeat: HeartbeatConfig,
+    pub limits: LimitsConfig,
+    pub groups: GroupsConfig,
+    pub history: HistoryConfig,
+    pub broker: BrokerConfig,
+    pub wechat: WechatConfig,
+    pub legacy: LegacyConfig,
+    pub upstream: Vec<UpstreamConfig>,
+    /// Not a config key: set by `serve --dev` (demo page on, generated secrets allowed).
+    #[serde(skip)]
+    pub dev: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// `None` means the default: `0.0.0.0:9501`, or `127.0.0.1:9501` with `--dev`.
+    pub listen: Option<SocketAddr>,
+    pub ws_path: String,
+    pub node_id: Option<String>,
+    pub shutdown_grace_secs: u64,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            ws_path: "/ws".into(),
+            node_id: None,
+            shutdown_grace_secs: 10,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub tokens: Vec<Secret>,
+    pub max_skew_secs: u64,
+    pub allow_client_bind: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            tokens: Vec::new(),
+            max_skew_secs: 300,
+            allow_client_bind: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    pub keys: Vec<Secret>,
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            max_body_bytes: 1_048_576,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeartbeatConfig {
+    pub interval_secs: u64,
+    pub timeout_secs: u64,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        Self {
+            interval_secs: 25,
+            timeout_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_connections: usize,
+    pub max_conns_per_uid: usize,
+    pub max_frame_bytes: usize,
+    pub client_msgs_per_sec: u32,
+    pub outbound_queue: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 100_000,
+            max_conns_per_uid: 5,
+            max_frame_bytes: 65_536,
+            client_msgs_per_sec: 20,
+            outbound_queue: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupsConfig {
+    pub client_join: bool,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        Self { client_join: true }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    pub size: usize,
+    pub ttl_secs: u64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            size: 100,
+            ttl_secs: 86_400,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    pub url: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WechatConfig {
+    pub appid: Option<String>,
+    pub secret: Option<Secret>,
+    pub api_base: String,
+}
+
+impl Default for WechatConfig {
+    fn default() -> Self {
+        Self {
+            appid: None,
+            secret: None,
+            api_base: "https://api.weixin.qq.com".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LegacyConfig {
+    pub text_listen: Option<SocketAddr>,
+}
+
+/// One `[[upstream]]` entry: client message types forwarded to a business backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub types: Vec<String>,
+    pub url: String,
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_upstream_timeout() -> u64 {
+    3000
+}
+
+/// A configuration that could not be loaded; the message names the key or variable.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+/// How an environment variable's text becomes a TOML value.
+#[derive(Clone, Copy)]
+enum Kind {
+    Str,
+    Int,
+    Bool,
+    List,
+}
+
+/// Every key that `MINIPUSH_<SECTION>_<KEY>` may override (`[[upstream]]` is file-only).
+const ENV_KEYS: &[(&str, &str, Kind)] = &[
+    ("server", "listen", Kind::Str),
+    ("server", "ws_path", Kind::Str),
+    ("server", "node_id", Kind::Str),
+    ("server", "shutdown_grace_secs", Kind::Int),
+    ("server", "tls_cert", Kind::Str),
+    ("server", "tls_key", Kind::Str),
+    ("auth", "tokens", Kind::List),
+    ("auth", "max_skew_secs", Kind::Int),
+    ("auth", "allow_client_bind", Kind::Bool),
+    ("api", "keys", Kind::List),
+    ("api", "max_body_bytes", Kind::Int),
+    ("heartbeat", "interval_secs", Kind::Int),
+    ("heartbeat", "timeout_secs", Kind::Int),
+    ("limits", "max_connections", Kind::Int),
+    ("limits", "max_conns_per_uid", Kind::Int),
+    ("limits", "max_frame_bytes", Kind::Int),
+    ("limits", "client_msgs_per_sec", Kind::Int),
+    ("limits", "outbound_queue", Kind::Int),
+    ("groups", "client_join", Kind::Bool),
+    ("history", "size", Kind::Int),
+    ("history", "ttl_secs", Kind::Int),
+    ("broker", "url", Kind::Str),
+    ("wechat", "appid", Kind::Str),
+    ("wechat", "secret", Kind::Str),
+    ("wechat", "api_base", Kind::Str),
+    ("legacy", "text_listen", Kind::Str),
+];
+
+/// Types served by minipush itself; no `[[upstream]]` pattern or Rust handler may claim them.
+pub const BUILTIN_TYPES: &[&str] = &["ping", "join", "leave", "resume", "bind", "echo", "chat"];
+
+impl Config {
+    /// Reads `path` (if any), applies `vars` (normally `std::env::vars()`), validates.
+    pub fn load(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+        dev: bool,
+    ) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| err(format!("cannot read config file {}: {e}", p.display())))?,
+            None => String::new(),
+        };
+        Self::from_toml(&text, vars, dev)
+    }
+
+    /// Parses TOML text, applies environment overrides, validates.
+    pub fn from_toml(
+        text: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+        dev: bool,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| err(format!("invalid TOML: {e}")))?;
+        apply_env(&mut table, vars)?;
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let msg = inner.message().trim().to_string();
+                if path == "." || path.is_empty() {
+                    err(format!("invalid configuration: {msg}"))
+                } else {
+                    err(format!("invalid value for `{path}`: {msg}"))
+                }
+            })?;
+        config.dev = dev;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The address to bind, with the `--dev` default applied.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.server.listen.unwrap_or_else(|| {
+            if self.dev {
+                ([127, 0, 0, 1], 9501).into()
+            } else {
+                ([0, 0, 0, 0], 9501).into()
+            }
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.dev && self.auth.tokens.is_empty() {
+            return Err(err(
+                "`auth.tokens` is required (set it in the file or MINIPUSH_AUTH_TOKENS)",
+            ));
+        }
+        if !self.dev && self.api.keys.is_empty() {
+            return Err(err(
+                "`api.keys` is required (set it in the file or MINIPUSH_API_KEYS)",
+            ));
+        }
+        if self.auth.tokens.iter().any(|t| t.expose().is_empty()) {
+            return Err(err("`auth.tokens` contains an empty token"));
+        }
+        if self.api.keys.iter().any(|k| k.expose().is_empty()) {
+            return Err(err("`api.keys` contains an empty key"));
+        }
+        if self.api.keys.iter().any(|k| self.auth.tokens.contains(k)) {
+            return Err(err(
+                "`api.keys` must differ from `auth.tokens`: a client token must never open the API",
+            ));
+        }
+        let s = &self.server;
+        if !s.ws_path.starts_with('/') || s.ws_path.starts_with("/api") {
+            return Err(err(
+                "`server.ws_path` must start with `/` and not lie under `/api`",
+            ));
+        }
+        if let Some(id) = &s.node_id {
+            if id.is_empty() || id.len() > 64 || !id.chars().all(is_name_char) {
+                return Err(err(
+                    "`server.node_id` must be 1 to 64 characters from [A-Za-z0-9_.-]",
+                ));
+            }
+        }
+        if s.tls_cert.is_some() || s.tls_key.is_some() {
+            return Err(err(
+                "`server.tls_cert`/`server.tls_key`: built-in TLS is not available in this version; run behind the reverse proxy in deploy/",
+            ));
+        }
+        let positive = [
+            ("heartbeat.interval_secs", self.heartbeat.interval_secs),
+            ("heartbeat.timeout_secs", self.heartbeat.timeout_secs),
+            ("limits.max_connections", self.limits.max_connections as u64),
+            (
+                "limits.max_conns_per_uid",
+                self.limits.max_conns_per_uid as u64,
+            ),
+            ("limits.max_frame_bytes", self.limits.max_frame_bytes as u64),
+            (
+                "limits.client_msgs_per_sec",
+                self.limits.client_msgs_per_sec as u64,
+            ),
+            ("limits.outbound_queue", self.limits.outbound_queue as u64),
+            ("api.max_body_bytes", self.api.max_body_bytes as u64),
+            ("history.ttl_secs", self.history.ttl_secs),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(err(format!("`{key}` must be greater than 0")));
+        }
+        if self.heartbeat.interval_secs >= self.heartbeat.timeout_secs {
+            return Err(err(
+                "`heartbeat.interval_secs` must be smaller than `heartbeat.timeout_secs`",
+            ));
+        }
+        if self.broker.url.is_some() {
+            return Err(err(
+                "`broker.url`: cluster mode on Redis is not available in this version; remove the key to run one in-memory node",
+            ));
+        }
+        if self.legacy.text_listen.is_some() {
+            return Err(err(
+                "`legacy.text_listen`: the Workerman text port is not available in this version",
+            ));
+        }
+        for (i, up) in self.upstream.iter().enumerate() {
+            let key = format!("upstream[{i}]");
+            if up.types.is_empty() {
+                return Err(err(format!("`{key}.types` must list at least one type")));
+            }
+            for pattern in &up.types {
+                crate::handlers::validate_pattern(pattern)
+                    .map_err(|m| err(format!("`{key}.types`: {m}")))?;
+            }
+            let url = reqwest::Url::parse(&up.url)
+                .map_err(|e| err(format!("`{key}.url` is not a URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(err(format!("`{key}.url` must be http:// or https://")));
+            }
+            if up.timeout_ms == 0 {
+                return Err(err(format!("`{key}.timeout_ms` must be greater than 0")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Characters allowed in uids and node ids: `[A-Za-z0-9_.-]`.
+pub fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
+}
+
+fn apply_env(
+    table: &mut toml::Table,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let sections: Vec<&str> = ENV_KEYS.iter().map(|(s, _, _)| *s).collect();
+    for (name, value) in vars {
+        let Some(rest) = name.strip_prefix("MINIPUSH_") else {
+            continue;
+        };
+        let rest = rest.to_ascii_lowercase();
+        let Some((section, key)) = rest.split_once('_') else {
+            continue;
+        };
+        if !sections.contains(&section) {
+            continue; // e.g. MINIPUSH_LOG: not a config key
+        }
+        let Some((_, _, kind)) = ENV_KEYS.iter().find(|(s, k, _)| *s == section && *k == key)
+        else {
+            return Err(err(format!(
+                "environment variable {name} names no configuration key `{section}.{key}`"
+            )));
+        };
+        let parsed = match kind {
+            Kind::Str => toml::Value::String(value),
+            Kind::Int => toml::Value::Integer(value.trim().parse().map_err(|_| {
+                err(format!(
+                    "invalid value for `{section}.{key}` (from {name}): expected a whole number"
+                ))
+            })?),
+            Kind::Bool => toml::Value::Boolean(match value.trim() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => {
+                    return Err(err(format!(
+                        "invalid value for `{section}.{key}` (from {name}): expected true or false"
+                    )))
+                }
+            }),
+            Kind::List => toml::Value::Array(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.to_string()))
+                    .collect(),
+            ),
+        };
+        let entry = table
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(section_table) = entry else {
+            return Err(err(format!("`{section}` must be a table")));
+        };
+        section_table.insert(key.to_string(), parsed);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::from_toml(text, vars, false)
+    }
+
+    const MIN: &str = "[auth]\ntokens = [\"t0123456789\"]\n[api]\nkeys = [\"k0123456789\"]\n";
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = load(MIN, &[]).unwrap();
+        assert_eq!(c.listen_addr().to_string(), "0.0.0.0:9501");
+        assert_eq!(c.server.ws_path, "/ws");
+        assert_eq!(c.server.shutdown_grace_secs, 10);
+        assert_eq!(c.auth.max_skew_secs, 300);
+        assert!(!c.auth.allow_client_bind);
+        assert_eq!(c.api.max_body_bytes, 1_048_576);
+        assert_eq!(
+            (c.heartbeat.interval_secs, c.heartbeat.timeout_secs),
+            (25, 60)
+        );
+        assert_eq!(c.limits.max_connections, 100_000);
+        assert_eq!(c.limits.max_conns_per_uid, 5);
+        assert_eq!(c.limits.max_frame_bytes, 65_536);
+        assert_eq!(c.limits.client_msgs_per_sec, 20);
+        assert_eq!(c.limits.outbound_queue, 1024);
+        assert!(c.groups.client_join);
+        assert_eq!((c.history.size, c.history.ttl_secs), (100, 86_400));
+        assert_eq!(c.wechat.api_base, "https://api.weixin.qq.com");
+    }
+
+    #[test]
+    fn tokens_and_keys_are_required_without_dev() {
+        let e = load("", &[]).unwrap_err().to_string();
+        assert!(e.contains("auth.tokens"), "{e}");
+        let dev = Config::from_toml("", Vec::new(), true).unwrap();
+        assert_eq!(dev.listen_addr().to_string(), "127.0.0.1:9501");
+    }
+
+    #[test]
+    fn env_overrides_replace_lists_and_parse_numbers() {
+        let c = load(
+            MIN,
+            &[
+                ("MINIPUSH_AUTH_TOKENS", " a1 , b2 ,"),
+                ("MINIPUSH_LIMITS_MAX_CONNECTIONS", "7"),
+                ("MINIPUSH_GROUPS_CLIENT_JOIN", "false"),
+                ("MINIPUSH_LOG", "debug"),
+            ],
+        )
+        .unwrap();
+        let tokens: Vec<&str> = c.auth.tokens.iter().map(Secret::expose).collect();
+        assert_eq!(tokens, ["a1", "b2"]);
+        assert_eq!(c.limits.max_connections, 7);
+        assert!(!c.groups.client_join);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = load(&format!("{MIN}[limits]\nmax_frame_bytes = \"big\"\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("limits.max_frame_bytes"), "{e}");
+        let e = load(&format!("{MIN}[limits]\nmax_frmae_bytes = 1\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("max_frmae_bytes"), "{e}");
+        let e = load(MIN, &[("MINIPUSH_HEARTBEAT_TIMEOUT_SECS", "soon")]).unwrap_err();
+        assert!(e.to_string().contains("heartbeat.timeout_secs"), "{e}");
+        let e = load(MIN, &[("MINIPUSH_AUTH_TOKEN", "x")]).unwrap_err();
+        assert!(e.to_string().contains("MINIPUSH_AUTH_TOKEN"), "{e}");
+        let e = load(&format!("{MIN}[limits]\noutbound_queue = 0\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("limits.outbound_queue"), "{e}");
+        let e = load(
+            &format!("{MIN}[[upstream]]\ntypes = [\"echo\"]\nurl = \"http://x/\"\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("upstream[0].types"), "{e}");
+    }
+
+    #[test]
+    fn api_keys_must_differ_from_tokens() {
+        let e = load("[auth]\ntokens=[\"same\"]\n[api]\nkeys=[\"same\"]\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("api.keys"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let c = load(MIN, &[]).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("t0123456789") && !shown.contains("k0123456789"));
+    }
+}

@@ -1,0 +1,180 @@
+//! Per-stream sequence numbers and the ring buffer of recent pushes that `resume` replays.
+//!
+//! Each stream (`u:…`, `g:…`, `all`) has its own lock, held while a push takes its `seq`,
+//! is recorded and is handed to the hub: so pushes on one stream reach every connection
+//! in `seq` order, and a replay under the same lock can neither miss nor duplicate a push
+//! that arrives meanwhile. Streams idle for longer than the TTL are dropped by [`History::sweep`].
+
+use std::{
+    collections::VecDeque,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytestring::ByteString;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+
+struct Entry {
+    seq: u64,
+    frame: ByteString,
+    at: Instant,
+}
+
+/// One stream's counter and its most recent pushes (oldest first).
+#[derive(Default)]
+pub struct StreamLog {
+    seq: u64,
+    entries: VecDeque<Entry>,
+    last: Option<Instant>,
+}
+
+/// What a replay found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replay {
+    pub frames: Vec<ByteString>,
+    /// False when history no longer reaches back to the requested point.
+    pub complete: bool,
+}
+
+impl StreamLog {
+    /// The next `seq` of this stream (not yet recorded).
+    pub fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Keeps `frame` as push `seq`, forgetting the oldest beyond `size`.
+    pub fn record(&mut self, seq: u64, frame: ByteString, size: usize) {
+        let now = Instant::now();
+        self.last = Some(now);
+        if size == 0 {
+            return;
+        }
+        self.entries.push_back(Entry {
+            seq,
+            frame,
+            at: now,
+        });
+        while self.entries.len() > size {
+            self.entries.pop_front();
+        }
+    }
+
+    /// Every kept push after `after`, in order, ignoring those older than `ttl`.
+    pub fn since(&mut self, after: u64, ttl: Duration) -> Replay {
+        let now = Instant::now();
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| now.duration_since(e.at) > ttl)
+        {
+            self.entries.pop_front();
+        }
+        if after >= self.seq {
+            return Replay {
+                frames: Vec::new(),
+                complete: after == self.seq,
+            };
+        }
+        let oldest = self.entries.front().map_or(self.seq + 1, |e| e.seq);
+        Replay {
+            frames: self
+                .entries
+                .iter()
+                .filter(|e| e.seq > after)
+                .map(|e| e.frame.clone())
+                .collect(),
+            complete: oldest <= after + 1,
+        }
+    }
+
+    fn idle(&self, now: Instant, ttl: Duration) -> bool {
+        self.last.is_none_or(|t| now.duration_since(t) > ttl)
+    }
+}
+
+/// Every stream's log, each behind its own lock.
+pub struct History {
+    streams: DashMap<String, Arc<Mutex<StreamLog>>>,
+    pub size: usize,
+    pub ttl: Duration,
+}
+
+impl History {
+    pub fn new(size: usize, ttl: Duration) -> History {
+        History {
+            streams: DashMap::new(),
+            size,
+            ttl,
+        }
+    }
+
+    /// The log of `stream`, created on first use.
+    pub fn stream(&self, stream: &str) -> Arc<Mutex<StreamLog>> {
+        if let Some(s) = self.streams.get(stream) {
+            return s.clone();
+        }
+        self.streams.entry(stream.to_string()).or_default().clone()
+    }
+
+    /// The log of `stream` if it exists.
+    pub fn existing(&self, stream: &str) -> Option<Arc<Mutex<StreamLog>>> {
+        self.streams.get(stream).map(|s| s.clone())
+    }
+
+    /// Drops streams that saw no push within the TTL; returns how many remain.
+    pub fn sweep(&self) -> usize {
+        let now = Instant::now();
+        self.streams
+            .retain(|_, log| Arc::strong_count(log) > 1 || !log.lock().idle(now, self.ttl));
+        self.streams.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filled(n: u64, size: usize) -> StreamLog {
+        let mut log = StreamLog::default();
+        for _ in 0..n {
+            let seq = log.next_seq();
+            log.record(seq, seq.to_string().into(), size);
+        }
+        log
+    }
+
+    #[test]
+    fn replays_what_was_missed_in_order() {
+        let mut log = filled(5, 10);
+        let r = log.since(2, Duration::from_secs(60));
+        assert_eq!(r.frames, vec!["3", "4", "5"]);
+        assert!(r.complete);
+        assert!(log.since(5, Duration::from_secs(60)).complete);
+    }
+
+    #[test]
+    fn incomplete_when_history_is_too_short() {
+        let mut log = filled(10, 3);
+        let r = log.since(2, Duration::from_secs(60));
+        assert_eq!(r.frames, vec!["8", "9", "10"]);
+        assert!(!r.complete);
+        assert!(log.since(7, Duration::from_secs(60)).complete);
+        // A client claiming more than the stream ever had is out of step.
+        assert!(!log.since(11, Duration::from_secs(60)).complete);
+    }
+
+    #[test]
+    fn idle_streams_are_swept() {
+        let h = History::new(10, Duration::from_millis(0));
+        {
+            let log = h.stream("u:a");
+            let mut log = log.lock();
+            let seq = log.next_seq();
+            log.record(seq, "x".into(), 10);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(h.sweep(), 0);
+    }
+}

@@ -1,0 +1,336 @@
+//! The wire protocol in one place: close codes, server frames (serialised once into shared
+//! bytes), and the decoding of client frames with the documented error codes.
+//!
+//! Producer JSON (`data`) travels as [`RawValue`] text, never re-parsed into numbers, so
+//! integers beyond 2^53 and `1.0` reach the client exactly as they were sent.
+
+use std::collections::BTreeMap;
+
+use bytestring::ByteString;
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::value::RawValue;
+
+/// WebSocket close codes used by minipush (SPEC section 1).
+pub mod close {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    pub const TOO_BIG: u16 = 1009;
+    pub const HEARTBEAT_TIMEOUT: u16 = 4000;
+    pub const BAD_SIGNATURE: u16 = 4001;
+    pub const EXPIRED: u16 = 4002;
+    pub const MALFORMED: u16 = 4003;
+    pub const REPLACED: u16 = 4004;
+    pub const SLOW_CONSUMER: u16 = 4008;
+    pub const SERVER_FULL: u16 = 4009;
+    pub const KICKED: u16 = 4010;
+    pub const RATE_LIMITED: u16 = 4029;
+}
+
+/// Error codes carried by `{"type":"error"}` frames (SPEC section 2, plus the README's).
+pub mod code {
+    pub const BAD_JSON: &str = "bad_json";
+    pub const BAD_REQUEST: &str = "bad_request";
+    pub const BINARY_NOT_SUPPORTED: &str = "binary_not_supported";
+    pub const UNKNOWN_TYPE: &str = "unknown_type";
+    pub const RATE_LIMITED: &str = "rate_limited";
+    pub const FORBIDDEN: &str = "forbidden";
+    pub const NOT_MEMBER: &str = "not_member";
+    pub const UPSTREAM_UNAVAILABLE: &str = "upstream_unavailable";
+    pub const UNAVAILABLE: &str = "unavailable";
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Unix time in seconds.
+pub fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn encode<T: Serialize>(frame: &T) -> ByteString {
+    // Serialising these plain structs cannot fail: keys are strings, values are JSON.
+    serde_json::to_string(frame)
+        .expect("server frames always serialise")
+        .into()
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "welcome")]
+struct Welcome<'a> {
+    conn: &'a str,
+    uid: Option<&'a str>,
+    node: &'a str,
+    epoch: &'a str,
+    time: i64,
+    heartbeat: u64,
+}
+
+pub fn welcome(
+    conn: &str,
+    uid: Option<&str>,
+    node: &str,
+    epoch: &str,
+    heartbeat: u64,
+) -> ByteString {
+    encode(&Welcome {
+        conn,
+        uid,
+        node,
+        epoch,
+        time: now_secs(),
+        heartbeat,
+    })
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "push")]
+struct Push<'a> {
+    stream: &'a str,
+    seq: Option<u64>,
+    data: &'a RawValue,
+    time: i64,
+}
+
+/// A `push` frame, serialised once and shared by every recipient.
+pub fn push(stream: &str, seq: Option<u64>, data: &RawValue, time_ms: i64) -> ByteString {
+    encode(&Push {
+        stream,
+        seq,
+        data,
+        time: time_ms,
+    })
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "reply")]
+struct ReplyFrame<'a> {
+    #[serde(rename = "ref")]
+    reference: Option<&'a str>,
+    data: &'a RawValue,
+}
+
+pub fn reply(reference: Option<&str>, data: &RawValue) -> ByteString {
+    encode(&ReplyFrame { reference, data })
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "error")]
+struct ErrorFrame<'a> {
+    #[serde(rename = "ref")]
+    reference: Option<&'a str>,
+    code: &'a str,
+    message: &'a str,
+}
+
+pub fn error(reference: Option<&str>, code: &str, message: &str) -> ByteString {
+    encode(&ErrorFrame {
+        reference,
+        code,
+        message,
+    })
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "pong")]
+struct Pong {
+    time: i64,
+}
+
+pub fn pong() -> ByteString {
+    encode(&Pong { time: now_ms() })
+}
+
+/// A frame the client got wrong: answered with an `error` frame, the connection stays open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    /// The client's `id`, when it could be read.
+    pub reference: Option<String>,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl FrameError {
+    pub fn to_frame(&self) -> ByteString {
+        error(self.reference.as_deref(), self.code, &self.message)
+    }
+}
+
+/// A decoded client frame: a JSON object with a string `type` and an optional string `id`.
+/// Field values stay raw JSON text until a handler asks for them.
+#[derive(Debug)]
+pub struct ClientMessage {
+    ty: String,
+    id: Option<String>,
+    text: String,
+    fields: BTreeMap<String, Box<RawValue>>,
+}
+
+impl ClientMessage {
+    /// Decodes one text frame, mapping every failure to its documented error code.
+    pub fn parse(text: &str) -> Result<ClientMessage, FrameError> {
+        let fields: BTreeMap<String, Box<RawValue>> = serde_json::from_str(text).map_err(|e| {
+            let (code, message) = match e.classify() {
+                serde_json::error::Category::Data => (
+                    code::BAD_REQUEST,
+                    "a frame must be a JSON object".to_string(),
+                ),
+                _ => (code::BAD_JSON, format!("invalid JSON: {e}")),
+            };
+            FrameError {
+                reference: None,
+                code,
+                message,
+            }
+        })?;
+        let id = match fields.get("id") {
+            None => None,
+            Some(raw) => {
+                Some(
+                    serde_json::from_str::<String>(raw.get()).map_err(|_| FrameError {
+                        reference: None,
+                        code: code::BAD_REQUEST,
+                        message: "`id` must be a string".into(),
+                    })?,
+                )
+            }
+        };
+        let ty = fields
+            .get("type")
+            .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+            .ok_or_else(|| FrameError {
+                reference: id.clone(),
+                code: code::BAD_REQUEST,
+                message: "a frame needs a string `type`".into(),
+            })?;
+        Ok(ClientMessage {
+            ty,
+            id,
+            text: text.to_string(),
+            fields,
+        })
+    }
+
+    /// The message's `type`.
+    pub fn ty(&self) -> &str {
+        &self.ty
+    }
+
+    /// The client's `id`, echoed as `ref` in the answer.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    /// The whole frame as the client sent it.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// A field's raw JSON, if present.
+    pub fn raw(&self, name: &str) -> Option<&RawValue> {
+        self.fields.get(name).map(|b| &**b)
+    }
+
+    /// A required field decoded as `T`; a missing or mistyped field is a `bad_request`.
+    pub fn field<T: DeserializeOwned>(&self, name: &str) -> Result<T, FrameError> {
+        let raw = self
+            .raw(name)
+            .ok_or_else(|| self.bad_request(format!("missing field `{name}`")))?;
+        serde_json::from_str(raw.get())
+            .map_err(|_| self.bad_request(format!("field `{name}` has the wrong type")))
+    }
+
+    /// An error answering this message.
+    pub fn bad_request(&self, message: impl Into<String>) -> FrameError {
+        FrameError {
+            reference: self.id.clone(),
+            code: code::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+}
+
+/// Group names: 1 to 64 characters from `[A-Za-z0-9_.:-]`.
+pub fn valid_group(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_passes_data_through_unchanged() {
+        let data =
+            RawValue::from_string("{\"big\":12345678901234567890,\"f\":1.0}".into()).unwrap();
+        let frame = push("u:u1", Some(3), &data, 5);
+        assert_eq!(
+            &*frame,
+            r#"{"type":"push","stream":"u:u1","seq":3,"data":{"big":12345678901234567890,"f":1.0},"time":5}"#
+        );
+    }
+
+    #[test]
+    fn decode_errors_have_documented_codes() {
+        assert_eq!(
+            ClientMessage::parse("{nope").unwrap_err().code,
+            code::BAD_JSON
+        );
+        assert_eq!(
+            ClientMessage::parse("[1]").unwrap_err().code,
+            code::BAD_REQUEST
+        );
+        assert_eq!(
+            ClientMessage::parse("{}").unwrap_err().code,
+            code::BAD_REQUEST
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":1}"#).unwrap_err().code,
+            code::BAD_REQUEST
+        );
+        let e = ClientMessage::parse(r#"{"id":"7","type":2}"#).unwrap_err();
+        assert_eq!(e.reference.as_deref(), Some("7"));
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"x","id":7}"#)
+                .unwrap_err()
+                .code,
+            code::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_skipped_as_raw_text_without_recursion() {
+        // Field values are only scanned, never built, so depth costs no stack.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let parsed = ClientMessage::parse(&format!("{{\"type\":\"x\",\"d\":{deep}}}"));
+        assert!(parsed.is_ok_and(|m| m.ty() == "x"));
+        let unbalanced = "[".repeat(100_000);
+        let parsed = ClientMessage::parse(&format!("{{\"type\":\"x\",\"d\":{unbalanced}}}"));
+        assert!(parsed.is_err_and(|e| e.code == code::BAD_JSON));
+    }
+
+    #[test]
+    fn decodes_type_id_and_fields() {
+        let m = ClientMessage::parse(r#"{"type":"join","group":"room1","id":"1"}"#).unwrap();
+        assert_eq!((m.ty(), m.id()), ("join", Some("1")));
+        assert_eq!(m.field::<String>("group").unwrap(), "room1");
+        assert_eq!(
+            m.field::<String>("nope").unwrap_err().code,
+            code::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn group_names() {
+        assert!(valid_group("room:1.a_b-c"));
+        assert!(!valid_group(""));
+        assert!(!valid_group("a b"));
+        assert!(!valid_group(&"g".repeat(65)));
+    }
+}
