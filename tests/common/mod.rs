@@ -1,0 +1,269 @@
+//! Shared test harness: a real minipush server on 127.0.0.1:0, a signed WebSocket client
+//! (tokio-tungstenite) with `next(predicate)`, and a small HTTP API client (reqwest).
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use minipush::{auth::sign, protocol::now_secs, Config, Server, ServerBuilder};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    tungstenite::{
+        client::IntoClientRequest,
+        protocol::{frame::coding::CloseCode, CloseFrame},
+        Message,
+    },
+    MaybeTlsStream, WebSocketStream,
+};
+
+pub const TOKEN: &str = "test-token-0123456789";
+pub const KEY: &str = "test-key-0123456789";
+/// How long any single expectation may wait before the test fails.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// The configuration every test starts from: loopback, port 0, one token, one API key.
+pub fn base_config() -> Config {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_secs = 3\n[auth]\ntokens = [\"{TOKEN}\"]\n[api]\nkeys = [\"{KEY}\"]\n"
+    );
+    Config::from_toml(&text, Vec::new(), false).expect("base config is valid")
+}
+
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub addr: std::net::SocketAddr,
+    pub http: reqwest::Client,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server from the base config changed by `edit`.
+    pub async fn start_with(edit: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = base_config();
+        edit(&mut config);
+        Self::from_builder(Server::builder(config)).await
+    }
+
+    pub async fn from_builder(builder: ServerBuilder) -> TestServer {
+        let server = builder.start().await.expect("server starts");
+        TestServer {
+            addr: server.addr(),
+            server: Some(server),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Opens a WebSocket with `protocols` as the raw `Sec-WebSocket-Protocol` value.
+    pub async fn open(&self, protocols: Option<&str>) -> Client {
+        let mut req = self.ws_url().into_client_request().unwrap();
+        if let Some(p) = protocols {
+            req.headers_mut()
+                .insert("Sec-WebSocket-Protocol", p.parse().unwrap());
+        }
+        let (ws, res) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
+            .await
+            .expect("handshake in time")
+            .expect("handshake succeeds");
+        let protocol = res
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .map(|v| v.to_str().unwrap().to_string());
+        Client { ws, protocol }
+    }
+
+    /// A client with a valid ticket (bound to `uid` if given), past its `welcome`.
+    pub async fn connect(&self, uid: Option<&str>) -> (Client, Value) {
+        let mut c = self.open(Some(&ticket(TOKEN, now_secs(), uid))).await;
+        let welcome = c.next().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        (c, welcome)
+    }
+
+    /// Calls the HTTP API with the test key; returns the status and the JSON body.
+    pub async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.api_as(Some(KEY), method, path, body).await
+    }
+
+    pub async fn api_as(
+        &self,
+        key: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method.parse().unwrap(), self.url(path));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("API answers");
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+
+    /// `POST /api/push`, expecting success.
+    pub async fn push(&self, body: Value) -> Value {
+        let (status, answer) = self.api("POST", "/api/push", Some(body)).await;
+        assert_eq!(status, 200, "{answer}");
+        answer
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await.unwrap();
+        }
+    }
+}
+
+/// The `Sec-WebSocket-Protocol` value of a ticket: `sig, ts[, uid]`.
+pub fn ticket(token: &str, ts: i64, uid: Option<&str>) -> String {
+    let sig = sign(token, ts, uid);
+    match uid {
+        Some(u) => format!("{sig}, {ts}, {u}"),
+        None => format!("{sig}, {ts}"),
+    }
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The subprotocol the server echoed in its 101 response.
+    pub protocol: Option<String>,
+}
+
+/// What a client observed instead of a JSON frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Json(Value),
+    Close(u16, String),
+    Ended,
+}
+
+impl Client {
+    pub async fn send(&mut self, v: Value) {
+        self.ws.send(Message::Text(v.to_string())).await.unwrap();
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::Text(text.to_string())).await.unwrap();
+    }
+
+    /// The next JSON frame, a close, or the end of the connection (control frames skipped).
+    pub async fn event(&mut self) -> Event {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame arrives in time");
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    return Event::Json(serde_json::from_str(&t).expect("server sends JSON"))
+                }
+                Some(Ok(Message::Close(f))) => {
+                    return match f {
+                        Some(CloseFrame { code, reason }) => {
+                            Event::Close(u16::from(code), reason.to_string())
+                        }
+                        None => Event::Close(1005, String::new()),
+                    }
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Event::Ended,
+            }
+        }
+    }
+
+    /// The next JSON frame; fails on a close.
+    pub async fn next(&mut self) -> Value {
+        match self.event().await {
+            Event::Json(v) => v,
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+
+    /// The next JSON frame for which `pred` holds, skipping others.
+    pub async fn next_where(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let v = self.next().await;
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+
+    /// Sends `msg` with `"id": id` and returns the `reply` or `error` whose `ref` is `id`.
+    pub async fn request(&mut self, id: &str, mut msg: Value) -> Value {
+        msg["id"] = json!(id);
+        self.send(msg).await;
+        self.next_where(|v| v["ref"] == id && (v["type"] == "reply" || v["type"] == "error"))
+            .await
+    }
+
+    /// Reads until the server closes; returns the close code and reason.
+    pub async fn closed(&mut self) -> (u16, String) {
+        loop {
+            match self.event().await {
+                Event::Json(_) => continue,
+                Event::Close(code, reason) => return (code, reason),
+                Event::Ended => panic!("connection ended without a close frame"),
+            }
+        }
+    }
+
+    /// Asserts that no JSON frame arrives within `ms` milliseconds.
+    pub async fn silent_for(&mut self, ms: u64) {
+        let got = tokio::time::timeout(Duration::from_millis(ms), async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Text(t))) => return Some(t),
+                    Some(Ok(_)) => continue,
+                    _ => return None,
+                }
+            }
+        })
+        .await;
+        if let Ok(Some(t)) = got {
+            panic!("expected silence, got {t}");
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self
+            .ws
+            .close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            }))
+            .await;
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `WAIT` passes.
+pub async fn eventually<F, Fut>(mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
