@@ -7,7 +7,6 @@ use std::time::Duration;
 use common::*;
 use minipush::{auth::sign, protocol::now_secs};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn anonymous_ticket_is_welcomed_and_first_protocol_echoed() {
@@ -130,40 +129,20 @@ async fn checks_run_shape_then_window_then_signature() {
 #[tokio::test]
 async fn refused_clients_that_ignore_the_close_are_dropped_within_a_second() {
     let srv = TestServer::start().await;
-    let mut tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
-    let req = format!(
-        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Protocol: nonsense, 1\r\n\r\n",
-        srv.addr
-    );
-    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = RawClient::open(srv.addr, "nonsense, 1").await;
+    assert!(raw.head.starts_with("HTTP/1.1 101"), "{}", raw.head);
+    assert!(raw
+        .head
+        .to_ascii_lowercase()
+        .contains("sec-websocket-protocol: nonsense"));
     let started = std::time::Instant::now();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 1024];
-    // Read (never answering the close) until the server drops the TCP connection.
-    let ended = tokio::time::timeout(Duration::from_secs(4), async {
-        loop {
-            match tcp.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => seen.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(ended.is_ok(), "the server kept the connection open");
+    let (frames, dropped) = raw.frames_until_dropped(Duration::from_secs(4)).await;
+    assert!(dropped, "the server kept the connection open");
     assert!(started.elapsed() < Duration::from_millis(2500));
-    let text = String::from_utf8_lossy(&seen);
-    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
-    assert!(
-        text.to_ascii_lowercase()
-            .contains("sec-websocket-protocol: nonsense"),
-        "{text}"
-    );
-    // The close frame: opcode 0x88, then the code 4003 (0x0fa3) big-endian.
-    let body = &seen[text.find("\r\n\r\n").unwrap() + 4..];
-    assert_eq!(body[0], 0x88);
-    assert_eq!(&body[2..4], &[0x0f, 0xa3]);
+    // Nothing but the close frame (opcode 8) with 4003.
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0].0, 8);
+    assert_eq!(close_code(&frames[0].1), 4003);
 }
 
 #[tokio::test]

@@ -267,3 +267,91 @@ where
     }
     false
 }
+
+/// A bare TCP WebSocket client that never answers anything (not even pings): for testing
+/// what the server does to clients that go silent or ignore its close frame.
+pub struct RawClient {
+    pub tcp: TcpStream,
+    /// The 101 response head.
+    pub head: String,
+    buf: Vec<u8>,
+}
+
+impl RawClient {
+    /// Sends an upgrade request with `protocols` and reads the response head.
+    pub async fn open(addr: std::net::SocketAddr, protocols: &str) -> RawClient {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Protocol: {protocols}\r\n\r\n"
+        );
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = tokio::time::timeout(WAIT, tcp.read(&mut chunk))
+                .await
+                .expect("response in time")
+                .unwrap();
+            assert!(n > 0, "connection closed during the handshake");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        let rest = buf[end..].to_vec();
+        RawClient {
+            tcp,
+            head,
+            buf: rest,
+        }
+    }
+
+    /// Reads server frames (opcode, payload) until the server drops the TCP connection or
+    /// `limit` passes; returns them in order.
+    pub async fn frames_until_dropped(&mut self, limit: Duration) -> (Vec<(u8, Vec<u8>)>, bool) {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 4096];
+        let dropped = tokio::time::timeout(limit, async {
+            loop {
+                match self.tcp.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await
+        .is_ok();
+        (parse_frames(&self.buf), dropped)
+    }
+}
+
+/// Splits unmasked server frames: FIN+opcode byte, length, payload.
+fn parse_frames(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    while b.len() >= 2 {
+        let op = b[0] & 0x0f;
+        let (len, at) = match b[1] & 0x7f {
+            126 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
+            127 => (
+                u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
+            n => (n as usize, 2),
+        };
+        if b.len() < at + len {
+            break;
+        }
+        out.push((op, b[at..at + len].to_vec()));
+        b = &b[at + len..];
+    }
+    out
+}
+
+/// The close code carried by a close frame's payload.
+pub fn close_code(payload: &[u8]) -> u16 {
+    u16::from_be_bytes([payload[0], payload[1]])
+}

@@ -1,0 +1,203 @@
+//! The `minipush` binary: `sign` (with the known vector), `check-config`, `push`,
+//! `serve --dev` end to end (banner, a push arriving, SIGTERM closing clients with 1001).
+
+mod common;
+
+use std::{process::Stdio, time::Duration};
+
+use common::*;
+use minipush::protocol::now_secs;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const BIN: &str = env!("CARGO_BIN_EXE_minipush");
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .env_remove("MINIPUSH_AUTH_TOKENS")
+        .env_remove("MINIPUSH_API_KEYS")
+        .output()
+        .expect("the binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn sign_prints_the_known_vector() {
+    // printf T1700000000 | sha1sum
+    let expected = "37eaefd917e8b583189edba6dc0c0ff9a42ab191";
+    let (ok, out, _) = run(&["sign", "--token", "T", "--ts", "1700000000"]);
+    assert!(ok);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            expected,
+            "1700000000",
+            &format!("Sec-WebSocket-Protocol: {expected}, 1700000000")
+        ]
+    );
+    let (ok, out, _) = run(&["sign", "--token", "T", "--ts", "1700000000", "--uid", "u1"]);
+    assert!(ok);
+    assert_eq!(
+        out.lines().next(),
+        Some(minipush::auth::sign("T", 1_700_000_000, Some("u1")).as_str())
+    );
+    assert!(out.lines().nth(2).unwrap().ends_with(", 1700000000, u1"));
+    let (ok, _, err) = run(&["sign", "--token", "T", "--uid", "bad uid"]);
+    assert!(!ok && err.contains("--uid"));
+}
+
+#[test]
+fn check_config_names_the_offending_key() {
+    let dir = std::env::temp_dir().join(format!("minipush-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        "[auth]\ntokens = [\"abcdefgh12345\"]\n[api]\nkeys = [\"k-12345678\"]\n",
+    )
+    .unwrap();
+    let (ok, out, _) = run(&["check-config", good.to_str().unwrap()]);
+    assert!(ok, "{out}");
+
+    let cases = [
+        ("[api]\nkeys = [\"k-12345678\"]\n", "auth.tokens"),
+        ("[auth]\ntokens = [\"t-1234\"]\n[api]\nkeys = [\"k-1\"]\n[limits]\nmax_frame_bytes = \"lots\"\n", "limits.max_frame_bytes"),
+        ("[auth]\ntokens = [\"t-1234\"]\n[api]\nkeys = [\"k-1\"]\n[heartbeat]\nintervl_secs = 3\n", "intervl_secs"),
+        ("[auth]\ntokens = [\"t-1234\"]\n", "api.keys"),
+        ("[auth\n", "TOML"),
+    ];
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let path = dir.join(format!("bad{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let (ok, _, err) = run(&["check-config", path.to_str().unwrap()]);
+        assert!(!ok, "{text}");
+        assert!(err.contains(key), "{key} not in: {err}");
+    }
+    let (ok, _, err) = run(&["check-config", dir.join("missing.toml").to_str().unwrap()]);
+    assert!(!ok && err.contains("cannot read"));
+}
+
+#[test]
+fn serve_without_secrets_refuses_to_start() {
+    let (ok, _, err) = run(&["serve"]);
+    assert!(!ok);
+    assert!(err.contains("auth.tokens"), "{err}");
+}
+
+#[test]
+fn gen_secret_prints_a_fresh_secret() {
+    let (ok, a, _) = run(&["gen-secret"]);
+    let (_, b, _) = run(&["gen-secret"]);
+    assert!(ok);
+    assert!(a.trim().len() >= 32);
+    assert_ne!(a, b);
+}
+
+#[tokio::test]
+async fn push_command_delivers_json_unchanged() {
+    let srv = TestServer::start().await;
+    let (mut c, _) = srv.connect(Some("u1")).await;
+    let url = format!("http://{}", srv.addr);
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "push",
+            "--url",
+            &url,
+            "--key",
+            KEY,
+            "--uid",
+            "u1",
+            r#"{"n":12345678901234567890}"#,
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["delivered"], 1);
+    let p = c.next().await;
+    assert_eq!(p["data"]["n"].to_string(), "12345678901234567890");
+    let out = tokio::process::Command::new(BIN)
+        .args(["push", "--url", &url, "--key", "wrong", "--all", "{}"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn serve_dev_prints_a_working_example_and_shuts_down_with_1001() {
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["serve", "--dev"])
+        .env("MINIPUSH_SERVER_LISTEN", "127.0.0.1:0")
+        .env("MINIPUSH_SERVER_SHUTDOWN_GRACE_SECS", "3")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut base, mut token, mut key) = (String::new(), String::new(), String::new());
+    while key.is_empty() {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("banner in time")
+            .unwrap()
+            .expect("banner printed");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            base = rest.trim().to_string();
+        } else if let Some(rest) = line.trim().strip_prefix("client token:") {
+            token = rest.trim().to_string();
+        } else if let Some(rest) = line.trim().strip_prefix("API key:") {
+            key = rest.trim().to_string();
+        }
+    }
+    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+    assert_ne!(token, key);
+
+    // The printed token signs tickets, the printed key pushes.
+    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+    let srv = TestServer {
+        server: None,
+        addr,
+        http: reqwest::Client::new(),
+    };
+    let mut c = srv
+        .open(Some(&ticket(&token, now_secs(), Some("demo"))))
+        .await;
+    assert_eq!(c.next().await["type"], "welcome");
+    let (status, answer) = srv
+        .api_as(
+            Some(&key),
+            "POST",
+            "/api/push",
+            Some(json!({"uid": "demo", "data": {"hello": "world"}})),
+        )
+        .await;
+    assert_eq!((status, answer["delivered"].as_u64()), (200, Some(1)));
+    assert_eq!(c.next().await["data"], json!({"hello": "world"}));
+
+    // SIGTERM: the client gets 1001 and the process exits 0 within the grace period.
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(c.closed().await.0, 1001);
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("exits within the grace period")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
