@@ -29,6 +29,8 @@ use crate::{
 const RATE_LIMIT_STRIKES: u32 = 10;
 /// How long a refused or closed client gets to answer our close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// How long a new connection remembers its first live pushes for a `resume` to come.
+const RESUME_WINDOW: Duration = Duration::from_secs(60);
 /// Frames written to the socket per wake-up before other work gets a turn.
 const WRITE_BATCH: usize = 64;
 
@@ -87,12 +89,33 @@ pub async fn ws_route(req: HttpRequest, body: web::Payload, app: web::Data<App>)
 }
 
 /// Sends a close frame, waits briefly for the client's, then lets the connection drop.
-async fn finish(session: Session, mut stream: AggregatedMessageStream, code: u16, reason: String) {
-    let reason = CloseReason {
-        code: code.into(),
-        description: Some(reason),
-    };
-    if session.close(Some(reason)).await.is_err() {
+async fn finish(session: Session, stream: AggregatedMessageStream, code: u16, reason: String) {
+    close_link(session, stream, None, CloseRequest { code, reason }).await;
+}
+
+/// Closes a connection: flushes what is queued (unless it overflowed), sends the close
+/// frame, and waits for the client's answer; each step is bounded by [`CLOSE_WAIT`], so a
+/// client that stopped reading cannot hold the task.
+async fn close_link(
+    mut session: Session,
+    mut stream: AggregatedMessageStream,
+    queue: Option<tokio::sync::mpsc::Receiver<bytestring::ByteString>>,
+    req: CloseRequest,
+) {
+    let sent = tokio::time::timeout(CLOSE_WAIT, async {
+        if let Some(mut rx) = queue.filter(|_| req.code != close::SLOW_CONSUMER) {
+            while let Ok(frame) = rx.try_recv() {
+                session.text(frame).await?;
+            }
+        }
+        let reason = CloseReason {
+            code: req.code.into(),
+            description: Some(req.reason),
+        };
+        session.close(Some(reason)).await
+    })
+    .await;
+    if !matches!(sent, Ok(Ok(()))) {
         return;
     }
     let _ = tokio::time::timeout(CLOSE_WAIT, async {
@@ -142,20 +165,8 @@ async fn serve(
     };
     let outcome = link.run(stream).await;
     app.hub.unregister(&conn);
-    let Link {
-        session, mut rx, ..
-    } = link;
     if let Some((req, stream)) = outcome {
-        let mut session = session;
-        if req.code != close::SLOW_CONSUMER {
-            // Kicks, shutdowns and replacements first flush what was already queued.
-            while let Ok(frame) = rx.try_recv() {
-                if session.text(frame).await.is_err() {
-                    return;
-                }
-            }
-        }
-        finish(session, stream, req.code, req.reason).await;
+        close_link(link.session, stream, Some(link.rx), req).await;
     }
 }
 
@@ -186,6 +197,9 @@ impl Link {
         let idle = tokio::time::sleep(timeout);
         tokio::pin!(idle);
         let mut pending: Option<Pending> = None;
+        let resume_window = tokio::time::sleep(RESUME_WINDOW);
+        tokio::pin!(resume_window);
+        let mut recording = true;
         let conn = self.conn.clone();
 
         let req = loop {
@@ -223,6 +237,10 @@ impl Link {
                         return None;
                     }
                 }
+                () = &mut resume_window, if recording => {
+                    recording = false;
+                    conn.stop_recording();
+                }
                 () = &mut idle => {
                     if last_seen.elapsed() >= timeout {
                         break CloseRequest {
@@ -237,8 +255,18 @@ impl Link {
         Some((req, frames))
     }
 
-    /// Writes one frame and whatever else is queued, up to a batch. False if the peer is gone.
+    /// Writes one frame and whatever else is queued, up to a batch. False if the peer is
+    /// gone. A close request interrupts a write that waits on a client that stopped reading.
     async fn write(&mut self, frame: bytestring::ByteString) -> bool {
+        let conn = self.conn.clone();
+        tokio::select! {
+            biased;
+            _ = conn.closing() => true,
+            written = self.write_batch(frame) => written,
+        }
+    }
+
+    async fn write_batch(&mut self, frame: bytestring::ByteString) -> bool {
         if self.session.text(frame).await.is_err() {
             return false;
         }
@@ -330,6 +358,10 @@ enum Step {
 fn protocol_close(e: &ProtocolError) -> CloseRequest {
     let (code, reason) = match e {
         ProtocolError::Overflow => (close::TOO_BIG, "frame larger than limits.max_frame_bytes"),
+        // actix-ws reports an oversized fragmented message only through this message.
+        ProtocolError::Io(io) if io.to_string().contains("maximum continuation size") => {
+            (close::TOO_BIG, "message larger than limits.max_frame_bytes")
+        }
         ProtocolError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
             (close::INVALID_PAYLOAD, "text frame is not valid UTF-8")
         }
@@ -407,6 +439,7 @@ async fn resume(app: &App, conn: &Arc<Conn>, msg: &ClientMessage) -> Answer {
         resumed += r.sent;
         complete &= r.complete;
     }
+    conn.stop_recording();
     Ok(reply_json(
         msg,
         serde_json::json!({ "resumed": resumed, "complete": complete }),

@@ -56,6 +56,18 @@ fn default_node_id() -> String {
     format!("{host}-{}", crate::random_id(6))
 }
 
+/// Sets `TCP_USER_TIMEOUT` on each accepted socket: a peer that leaves our data
+/// unacknowledged (it stopped reading, or vanished) for `limit` is dropped by the kernel.
+/// Our own queues are already freed when such a client is closed with 4008; this frees the
+/// socket and the few buffers the HTTP layer still holds for it.
+fn drop_peers_that_stop_reading(io: &dyn std::any::Any, limit: Duration) {
+    if let Some(tcp) = io.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        if let Err(e) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(limit)) {
+            tracing::debug!("cannot set TCP_USER_TIMEOUT: {e}");
+        }
+    }
+}
+
 /// Builds a server: a configuration plus any Rust handlers.
 pub struct ServerBuilder {
     config: Config,
@@ -107,6 +119,7 @@ impl ServerBuilder {
         let ws_path = app.config.server.ws_path.clone();
         let json = api::json_config(app.config.api.max_body_bytes);
         let max_conns = app.config.limits.max_connections;
+        let unacked_limit = Duration::from_secs(app.config.heartbeat.timeout_secs);
         let server = HttpServer::new(move || {
             actix_web::App::new()
                 .app_data(data.clone())
@@ -115,6 +128,7 @@ impl ServerBuilder {
                 .configure(api::routes)
                 .default_service(web::to(api::not_found))
         })
+        .on_connect(move |io, _| drop_peers_that_stop_reading(io, unacked_limit))
         .disable_signals()
         .shutdown_timeout(app.config.server.shutdown_grace_secs)
         // Our own limit answers 4009 after the upgrade; leave room above it for HTTP calls.

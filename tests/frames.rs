@@ -267,3 +267,45 @@ async fn app_level_ping_counts_as_traffic() {
     c.send(json!({"type": "ping"})).await;
     assert_eq!(c.next_where(|v| v["type"] == "pong").await["type"], "pong");
 }
+
+#[tokio::test]
+async fn fragmented_messages_are_joined_and_limited_as_a_whole() {
+    let srv = TestServer::start_with(|c| c.limits.max_frame_bytes = 1024).await;
+    let (mut c, _) = srv.connect(None).await;
+    let text = json!({"type": "echo", "id": "f", "data": "y".repeat(600)}).to_string();
+    let (head, tail) = text.split_at(300);
+    send_fragments(&mut c, head, tail).await;
+    assert_eq!(c.next().await["ref"], "f");
+    // Two fragments under the limit that together exceed it.
+    let part = "z".repeat(700);
+    send_fragments(&mut c, &part, &part).await;
+    assert_eq!(c.closed().await.0, 1009);
+}
+
+async fn send_fragments(c: &mut Client, first: &str, last: &str) {
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        coding::{Data, OpCode},
+        Frame,
+    };
+    let first = Frame::message(first.as_bytes().to_vec(), OpCode::Data(Data::Text), false);
+    let last = Frame::message(last.as_bytes().to_vec(), OpCode::Data(Data::Continue), true);
+    c.ws.send(Message::Frame(first)).await.unwrap();
+    c.ws.send(Message::Frame(last)).await.unwrap();
+}
+
+#[tokio::test]
+async fn invalid_utf8_in_a_text_frame_closes_with_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        coding::{Data, OpCode},
+        Frame,
+    };
+    let srv = TestServer::start().await;
+    let (mut c, _) = srv.connect(None).await;
+    let bad = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    c.ws.send(Message::Frame(bad)).await.unwrap();
+    assert_eq!(c.closed().await.0, 1007);
+    // Everyone else is still served.
+    let (mut d, _) = srv.connect(None).await;
+    d.send(json!({"type": "ping"})).await;
+    assert_eq!(d.next().await["type"], "pong");
+}

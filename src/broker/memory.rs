@@ -70,7 +70,7 @@ impl Broker for MemoryBroker {
         };
         let Some(log) = log else {
             let frame = protocol::push(&stream, None, data, time);
-            let delivered = self.hub.deliver(target, &frame);
+            let delivered = self.hub.deliver(target, &stream, None, &frame);
             return Ok(Published {
                 delivered,
                 seq: None,
@@ -83,7 +83,7 @@ impl Broker for MemoryBroker {
         if let Some(seq) = seq {
             log.record(seq, frame.clone(), self.history.size);
         }
-        let delivered = self.hub.deliver(target, &frame);
+        let delivered = self.hub.deliver(target, &stream, seq, &frame);
         Ok(Published { delivered, seq })
     }
 
@@ -100,7 +100,7 @@ impl Broker for MemoryBroker {
             });
         };
         let mut log = log.lock();
-        let replay = log.since(after, self.history.ttl);
+        let replay = log.since(after, conn.first_live(stream), self.history.ttl);
         let mut sent = 0;
         for frame in &replay.frames {
             match conn.send(frame) {

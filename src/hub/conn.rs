@@ -45,7 +45,15 @@ pub struct Conn {
     /// Groups this connection belongs to, and whether it has left the hub for good.
     groups: Mutex<(Vec<Arc<str>>, bool)>,
     overflowed: AtomicBool,
+    /// Until the client resumes (or the resume window passes), the first `seq` it was
+    /// sent live on each stream: a replay stops just before it, so nothing that arrived
+    /// between `welcome` and `resume` is sent twice or out of order.
+    recording: AtomicBool,
+    first_live: Mutex<Vec<(Box<str>, u64)>>,
 }
+
+/// Streams whose first live `seq` a connection remembers before it resumes.
+const MAX_RECORDED_STREAMS: usize = 64;
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -78,6 +86,8 @@ impl Conn {
             wake: Notify::new(),
             groups: Mutex::new((Vec::new(), false)),
             overflowed: AtomicBool::new(false),
+            recording: AtomicBool::new(true),
+            first_live: Mutex::new(Vec::new()),
         };
         (Arc::new(conn), rx)
     }
@@ -111,6 +121,35 @@ impl Conn {
                 Sent::Overflow
             }
         }
+    }
+
+    /// Notes that push `seq` of `stream` was queued live (see `first_live`).
+    pub(crate) fn note_live(&self, stream: &str, seq: u64) {
+        if !self.recording.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut seen = self.first_live.lock();
+        if seen.len() < MAX_RECORDED_STREAMS && !seen.iter().any(|(s, _)| &**s == stream) {
+            seen.push((stream.into(), seq));
+        }
+    }
+
+    /// The first `seq` of `stream` this connection was sent live, if it is still recording.
+    pub fn first_live(&self, stream: &str) -> Option<u64> {
+        if !self.recording.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.first_live
+            .lock()
+            .iter()
+            .find(|(s, _)| &**s == stream)
+            .map(|(_, seq)| *seq)
+    }
+
+    /// Stops recording first live pushes (after a resume, or when the window passes).
+    pub fn stop_recording(&self) {
+        self.recording.store(false, Ordering::Relaxed);
+        self.first_live.lock().clear();
     }
 
     /// Asks the connection to close; the first request wins.

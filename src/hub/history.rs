@@ -61,8 +61,9 @@ impl StreamLog {
         }
     }
 
-    /// Every kept push after `after`, in order, ignoring those older than `ttl`.
-    pub fn since(&mut self, after: u64, ttl: Duration) -> Replay {
+    /// Every kept push after `after` (and before `until`, when given), in order, ignoring
+    /// those older than `ttl`.
+    pub fn since(&mut self, after: u64, until: Option<u64>, ttl: Duration) -> Replay {
         let now = Instant::now();
         while self
             .entries
@@ -77,12 +78,20 @@ impl StreamLog {
                 complete: after == self.seq,
             };
         }
+        // Pushes from `until` on already reached this connection live.
+        let upper = until.map_or(self.seq + 1, |u| u.min(self.seq + 1));
+        if after + 1 >= upper {
+            return Replay {
+                frames: Vec::new(),
+                complete: true,
+            };
+        }
         let oldest = self.entries.front().map_or(self.seq + 1, |e| e.seq);
         Replay {
             frames: self
                 .entries
                 .iter()
-                .filter(|e| e.seq > after)
+                .filter(|e| e.seq > after && e.seq < upper)
                 .map(|e| e.frame.clone())
                 .collect(),
             complete: oldest <= after + 1,
@@ -148,21 +157,31 @@ mod tests {
     #[test]
     fn replays_what_was_missed_in_order() {
         let mut log = filled(5, 10);
-        let r = log.since(2, Duration::from_secs(60));
+        let r = log.since(2, None, Duration::from_secs(60));
         assert_eq!(r.frames, vec!["3", "4", "5"]);
         assert!(r.complete);
-        assert!(log.since(5, Duration::from_secs(60)).complete);
+        assert!(log.since(5, None, Duration::from_secs(60)).complete);
     }
 
     #[test]
     fn incomplete_when_history_is_too_short() {
         let mut log = filled(10, 3);
-        let r = log.since(2, Duration::from_secs(60));
+        let r = log.since(2, None, Duration::from_secs(60));
         assert_eq!(r.frames, vec!["8", "9", "10"]);
         assert!(!r.complete);
-        assert!(log.since(7, Duration::from_secs(60)).complete);
+        assert!(log.since(7, None, Duration::from_secs(60)).complete);
+        let r = log.since(7, Some(10), Duration::from_secs(60));
+        assert_eq!(r.frames, vec!["8", "9"]);
+        // Everything after `after` came live: nothing to replay, nothing missing.
+        assert_eq!(
+            log.since(2, Some(3), Duration::from_secs(60)),
+            Replay {
+                frames: vec![],
+                complete: true
+            }
+        );
         // A client claiming more than the stream ever had is out of step.
-        assert!(!log.since(11, Duration::from_secs(60)).complete);
+        assert!(!log.since(11, None, Duration::from_secs(60)).complete);
     }
 
     #[test]

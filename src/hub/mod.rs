@@ -276,11 +276,22 @@ impl Hub {
     }
 
     /// Writes one serialised frame to every local connection of `target`; returns how
-    /// many queues accepted it.
-    pub fn deliver(&self, target: &Target, frame: &ByteString) -> usize {
+    /// many queues accepted it. `seq` is the push's place in `stream`, if stored.
+    pub fn deliver(
+        &self,
+        target: &Target,
+        stream: &str,
+        seq: Option<u64>,
+        frame: &ByteString,
+    ) -> usize {
         let mut delivered = 0;
         let mut offer = |conn: &Arc<Conn>| match conn.send(frame) {
-            Sent::Queued => delivered += 1,
+            Sent::Queued => {
+                delivered += 1;
+                if let Some(seq) = seq {
+                    conn.note_live(stream, seq);
+                }
+            }
             Sent::Overflow => self.metrics.dropped("slow_consumer"),
             Sent::Closed => self.metrics.dropped("closed"),
         };
@@ -374,7 +385,10 @@ mod tests {
         h.add_uid_to_group("g", "u1");
         let (a, mut ra) = conn(&h, "a", Some("u1"));
         assert!(a.in_group("g"));
-        assert_eq!(h.deliver(&Target::Group("g".into()), &"hi".into()), 1);
+        assert_eq!(
+            h.deliver(&Target::Group("g".into()), "g:g", None, &"hi".into()),
+            1
+        );
         assert_eq!(&*ra.try_recv().unwrap(), "hi");
         h.remove_uid_from_group("g", "u1");
         assert!(!a.in_group("g"));
