@@ -212,4 +212,62 @@ mod tests {
         assert_eq!(first_protocol(&["a, b", "c"]).as_deref(), Some("a"));
         assert_eq!(first_protocol(&[]), None);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn uid() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9_.-]{1,64}"
+        }
+
+        proptest! {
+            #[test]
+            fn signed_tickets_parse_and_verify(
+                token in "[ -~]{1,40}",
+                ts in 0i64..4_000_000_000,
+                uid in proptest::option::of(uid()),
+                spaces in "[ ]{0,3}",
+            ) {
+                let sig = sign(&token, ts, uid.as_deref());
+                prop_assert_eq!(sig.len(), 40);
+                let header = match &uid {
+                    Some(u) => format!("{sig},{spaces}{ts},{spaces}{u}"),
+                    None => format!("{sig},{spaces}{ts}"),
+                };
+                let t = Ticket::parse(&[&header]).unwrap();
+                prop_assert_eq!(t.ts, ts);
+                prop_assert_eq!(&t.uid, &uid);
+                prop_assert_eq!(t.verify(&[Secret::new(token.clone())], ts, 0), Ok(()));
+                let other = Secret::new(format!("{token}x"));
+                prop_assert_eq!(t.verify(&[other], ts, 0), Err(AuthError::BadSignature));
+            }
+
+            #[test]
+            fn any_changed_signature_digit_is_refused(
+                ts in 0i64..4_000_000_000,
+                pos in 0usize..40,
+                uid in proptest::option::of(uid()),
+            ) {
+                let mut sig = sign("token", ts, uid.as_deref()).into_bytes();
+                sig[pos] = if sig[pos] == b'0' { b'1' } else { b'0' };
+                let sig = String::from_utf8(sig).unwrap();
+                let header = match &uid {
+                    Some(u) => format!("{sig}, {ts}, {u}"),
+                    None => format!("{sig}, {ts}"),
+                };
+                let t = Ticket::parse(&[&header]).unwrap();
+                prop_assert_eq!(t.verify(&[Secret::new("token")], ts, 0), Err(AuthError::BadSignature));
+            }
+
+            #[test]
+            fn parse_never_panics_and_accepts_only_the_shape(values in proptest::collection::vec(".{0,80}", 0..6)) {
+                let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+                if let Ok(t) = Ticket::parse(&refs) {
+                    prop_assert!(t.uid.as_deref().is_none_or(valid_uid));
+                    prop_assert!(t.ts >= 0);
+                }
+            }
+        }
+    }
 }

@@ -333,4 +333,28 @@ mod tests {
         assert!(!valid_group("a b"));
         assert!(!valid_group(&"g".repeat(65)));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn decoding_never_panics(text in "\\PC{0,200}") {
+                let _ = ClientMessage::parse(&text);
+            }
+
+            #[test]
+            fn objects_with_a_string_type_decode(ty in "[a-z.]{1,20}", id in proptest::option::of("[a-z0-9]{1,8}"), n in any::<i64>()) {
+                let mut v = serde_json::json!({"type": ty, "n": n});
+                if let Some(id) = &id {
+                    v["id"] = serde_json::json!(id);
+                }
+                let m = ClientMessage::parse(&v.to_string()).unwrap();
+                prop_assert_eq!(m.ty(), ty.as_str());
+                prop_assert_eq!(m.id(), id.as_deref());
+                prop_assert_eq!(m.field::<i64>("n").unwrap(), n);
+            }
+        }
+    }
 }

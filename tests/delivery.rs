@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use futures_util::future::join_all;
 use minipush::protocol::now_secs;

@@ -413,4 +413,22 @@ mod tests {
         h.join(&a, "g");
         assert_eq!(h.counts().groups, 0);
     }
+
+    #[test]
+    fn no_index_entry_survives_a_churn_of_connections() {
+        let h = hub(2);
+        for i in 0..100_000u32 {
+            let uid = format!("u{}", i % 1000);
+            let (c, _rx) = conn(&h, &format!("c{i}"), (i % 3 != 0).then_some(uid.as_str()));
+            h.join(&c, &format!("g{}", i % 50));
+            h.join(&c, "all-members");
+            if i % 10 == 0 {
+                h.leave(&c, "all-members");
+            }
+            h.unregister(&c);
+        }
+        let c = h.counts();
+        assert_eq!((c.connections, c.uids, c.groups), (0, 0, 0));
+        assert!(h.conns.is_empty() && h.uid_groups.is_empty());
+    }
 }

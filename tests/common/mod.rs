@@ -355,3 +355,44 @@ fn parse_frames(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
 pub fn close_code(payload: &[u8]) -> u16 {
     u16::from_be_bytes([payload[0], payload[1]])
 }
+
+/// A `minipush serve --dev` child process on a free port, with the test token and key and
+/// any further `MINIPUSH_*` variables; returns it with its address once it listens.
+pub async fn spawn_binary(env: &[(&str, &str)]) -> (tokio::process::Child, std::net::SocketAddr) {
+    use tokio::io::AsyncBufReadExt;
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_minipush"));
+    cmd.args(["serve", "--dev"])
+        .env("MINIPUSH_SERVER_LISTEN", "127.0.0.1:0")
+        .env("MINIPUSH_AUTH_TOKENS", TOKEN)
+        .env("MINIPUSH_API_KEYS", KEY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("the binary starts");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("banner in time")
+            .unwrap()
+            .expect("banner printed");
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            // Keep draining stdout so the child never blocks on a full pipe.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return (child, rest.trim().parse().unwrap());
+        }
+    }
+}
+
+/// A kilobyte figure from `/proc/<pid>/status` (`VmRSS`, `VmHWM`, …).
+pub fn proc_status_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
