@@ -17,6 +17,7 @@
 //! - [`push`]: the push request shared by the API and upstream answers.
 //! - [`api`]: the HTTP API for backends and operators.
 //! - [`metrics`]: counters and the Prometheus text.
+//! - [`demo`]: the browser demo page and dev tickets (`serve --dev` only).
 //! - [`server`]: wiring, start and graceful shutdown.
 //!
 //! ```no_run
@@ -32,6 +33,7 @@ pub mod api;
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod demo;
 pub mod gateway;
 pub mod handlers;
 pub mod hub;

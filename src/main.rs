@@ -186,6 +186,8 @@ fn print_dev_banner(config: &Config, addr: std::net::SocketAddr, s: &DevSecrets)
 2. Push to it:
    curl -H 'Authorization: Bearer {key}' -d '{{"uid":"demo","data":{{"hello":"world"}}}}' {http}/api/push
 
+3. Or open the browser demo: {http}/demo
+
 New tickets: minipush sign --token {token} --uid demo
 "#,
         token = s.token,

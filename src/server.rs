@@ -119,6 +119,7 @@ impl ServerBuilder {
         let ws_path = app.config.server.ws_path.clone();
         let json = api::json_config(app.config.api.max_body_bytes);
         let max_conns = app.config.limits.max_connections;
+        let dev = app.config.dev;
         let unacked_limit = Duration::from_secs(app.config.heartbeat.timeout_secs);
         let server = HttpServer::new(move || {
             actix_web::App::new()
@@ -126,6 +127,11 @@ impl ServerBuilder {
                 .app_data(json.clone())
                 .route(&ws_path, web::get().to(gateway::ws_route))
                 .configure(api::routes)
+                .configure(|cfg| {
+                    if dev {
+                        crate::demo::routes(cfg)
+                    }
+                })
                 .default_service(web::to(api::not_found))
         })
         .on_connect(move |io, _| drop_peers_that_stop_reading(io, unacked_limit))

@@ -1,0 +1,1 @@
+// minipush client library (to be written).
