@@ -187,14 +187,32 @@ async fn serve_dev_prints_a_working_example_and_shuts_down_with_1001() {
     assert_eq!((status, answer["delivered"].as_u64()), (200, Some(1)));
     assert_eq!(c.next().await["data"], json!({"hello": "world"}));
 
-    // SIGTERM: the client gets 1001 and the process exits 0 within the grace period.
+    // Pushes accepted before SIGTERM are flushed, then the client gets 1001, new clients
+    // are refused, and the process exits 0 within the grace period.
+    for i in 0..50 {
+        srv.api_as(
+            Some(&key),
+            "POST",
+            "/api/push",
+            Some(json!({"uid": "demo", "data": i})),
+        )
+        .await;
+    }
     let pid = child.id().unwrap().to_string();
     assert!(std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap()
         .success());
+    for i in 0..50 {
+        assert_eq!(c.next().await["data"], i);
+    }
     assert_eq!(c.closed().await.0, 1001);
+    let refused = tokio_tungstenite::connect_async(srv.ws_url()).await;
+    assert!(
+        refused.is_err(),
+        "a new client was accepted during shutdown"
+    );
     let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
         .await
         .expect("exits within the grace period")
