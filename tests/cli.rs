@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use common::*;
 use minipush::protocol::now_secs;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const BIN: &str = env!("CARGO_BIN_EXE_minipush");
 
@@ -137,36 +136,15 @@ async fn push_command_delivers_json_unchanged() {
 
 #[tokio::test]
 async fn serve_dev_prints_a_working_example_and_shuts_down_with_1001() {
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["serve", "--dev"])
-        .env("MINIPUSH_SERVER_LISTEN", "127.0.0.1:0")
-        .env("MINIPUSH_SERVER_SHUTDOWN_GRACE_SECS", "3")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut base, mut token, mut key) = (String::new(), String::new(), String::new());
-    while key.is_empty() {
-        let line = tokio::time::timeout(WAIT, lines.next_line())
-            .await
-            .expect("banner in time")
-            .unwrap()
-            .expect("banner printed");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            base = rest.trim().to_string();
-        } else if let Some(rest) = line.trim().strip_prefix("client token:") {
-            token = rest.trim().to_string();
-        } else if let Some(rest) = line.trim().strip_prefix("API key:") {
-            key = rest.trim().to_string();
-        }
-    }
-    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+    let Spawned {
+        mut child,
+        addr,
+        token,
+        key,
+    } = spawn_binary(&[("MINIPUSH_SERVER_SHUTDOWN_GRACE_SECS", "3")]).await;
     assert_ne!(token, key);
 
     // The printed token signs tickets, the printed key pushes.
-    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
     let srv = TestServer {
         server: None,
         addr,

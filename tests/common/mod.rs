@@ -329,6 +329,17 @@ impl RawClient {
     }
 }
 
+impl RawClient {
+    /// The close code the server ended with, reading (never answering) for up to 3 s.
+    pub async fn final_close_code(&mut self) -> Option<u16> {
+        let (frames, _) = self.frames_until_dropped(Duration::from_secs(3)).await;
+        frames
+            .last()
+            .filter(|(op, p)| *op == 8 && p.len() >= 2)
+            .map(|(_, p)| close_code(p))
+    }
+}
+
 /// Splits unmasked server frames: FIN+opcode byte, length, payload.
 fn parse_frames(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
     let mut out = Vec::new();
@@ -356,15 +367,23 @@ pub fn close_code(payload: &[u8]) -> u16 {
     u16::from_be_bytes([payload[0], payload[1]])
 }
 
-/// A `minipush serve --dev` child process on a free port, with the test token and key and
-/// any further `MINIPUSH_*` variables; returns it with its address once it listens.
-pub async fn spawn_binary(env: &[(&str, &str)]) -> (tokio::process::Child, std::net::SocketAddr) {
+/// A `minipush serve --dev` child process and what its banner said.
+pub struct Spawned {
+    pub child: tokio::process::Child,
+    pub addr: std::net::SocketAddr,
+    pub token: String,
+    pub key: String,
+}
+
+/// Starts `minipush serve --dev` on a free port with the given `MINIPUSH_*` variables and
+/// waits for its banner (address, client token, API key).
+pub async fn spawn_binary(env: &[(&str, &str)]) -> Spawned {
     use tokio::io::AsyncBufReadExt;
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_minipush"));
     cmd.args(["serve", "--dev"])
         .env("MINIPUSH_SERVER_LISTEN", "127.0.0.1:0")
-        .env("MINIPUSH_AUTH_TOKENS", TOKEN)
-        .env("MINIPUSH_API_KEYS", KEY)
+        .env_remove("MINIPUSH_AUTH_TOKENS")
+        .env_remove("MINIPUSH_API_KEYS")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true);
@@ -373,16 +392,27 @@ pub async fn spawn_binary(env: &[(&str, &str)]) -> (tokio::process::Child, std::
     }
     let mut child = cmd.spawn().expect("the binary starts");
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut addr, mut token) = (None, None);
     loop {
         let line = tokio::time::timeout(WAIT, lines.next_line())
             .await
             .expect("banner in time")
             .unwrap()
             .expect("banner printed");
+        let line = line.trim();
         if let Some(rest) = line.split("listening on http://").nth(1) {
+            addr = Some(rest.trim().parse().unwrap());
+        } else if let Some(rest) = line.strip_prefix("client token:") {
+            token = Some(rest.trim().to_string());
+        } else if let Some(rest) = line.strip_prefix("API key:") {
             // Keep draining stdout so the child never blocks on a full pipe.
             tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            return (child, rest.trim().parse().unwrap());
+            return Spawned {
+                child,
+                addr: addr.expect("address before key"),
+                token: token.expect("token before key"),
+                key: rest.trim().to_string(),
+            };
         }
     }
 }
