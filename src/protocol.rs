@@ -1,12 +1,15 @@
-//! The wire protocol in one place: close codes, server frames (serialised once into shared
-//! bytes), and the decoding of client frames with the documented error codes.
+//! The wire protocol in one place: close codes, server frames, and the decoding of client
+//! frames with the documented error codes.
 //!
-//! Producer JSON (`data`) travels as [`RawValue`] text, never re-parsed into numbers, so
-//! integers beyond 2^53 and `1.0` reach the client exactly as they were sent.
+//! A server frame is built once as a complete WebSocket frame ([`Frame`]: header and JSON
+//! payload in shared bytes), so a push to ten thousand connections is serialised and
+//! framed once and only reference-counted per recipient. Producer JSON (`data`) travels as
+//! [`RawValue`] text, never re-parsed into numbers, so integers beyond 2^53 and `1.0` reach
+//! the client exactly as they were sent.
 
 use std::collections::BTreeMap;
 
-use bytestring::ByteString;
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::value::RawValue;
 
@@ -50,11 +53,81 @@ pub fn now_secs() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-fn encode<T: Serialize>(frame: &T) -> ByteString {
+/// One complete, unmasked server-to-client WebSocket frame, shared by every recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame(Bytes);
+
+impl Frame {
+    const TEXT: u8 = 0x1;
+    const CLOSE: u8 = 0x8;
+    const PING: u8 = 0x9;
+    const PONG: u8 = 0xA;
+
+    fn new(opcode: u8, payload: &[&[u8]]) -> Frame {
+        let len: usize = payload.iter().map(|p| p.len()).sum();
+        let mut buf = BytesMut::with_capacity(len + 10);
+        buf.put_u8(0x80 | opcode); // FIN
+        if len < 126 {
+            buf.put_u8(len as u8);
+        } else if len <= usize::from(u16::MAX) {
+            buf.put_u8(126);
+            buf.put_u16(len as u16);
+        } else {
+            buf.put_u8(127);
+            buf.put_u64(len as u64);
+        }
+        for part in payload {
+            buf.put_slice(part);
+        }
+        Frame(buf.freeze())
+    }
+
+    /// A text frame carrying `text`.
+    pub fn text(text: &str) -> Frame {
+        Frame::new(Self::TEXT, &[text.as_bytes()])
+    }
+
+    /// A close frame with `code` and a reason cut to fit a control frame (123 bytes).
+    pub fn close(code: u16, reason: &str) -> Frame {
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        Frame::new(
+            Self::CLOSE,
+            &[&code.to_be_bytes(), &reason.as_bytes()[..end]],
+        )
+    }
+
+    pub fn ping() -> Frame {
+        Frame::new(Self::PING, &[])
+    }
+
+    /// A pong echoing the client's ping payload (at most 125 bytes, as the protocol says).
+    pub fn pong(payload: &[u8]) -> Frame {
+        Frame::new(Self::PONG, &[&payload[..payload.len().min(125)]])
+    }
+
+    /// The bytes to write to the socket.
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// The JSON text of a text frame (for tests and logs).
+    pub fn payload(&self) -> &[u8] {
+        let at = match self.0[1] & 0x7f {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        &self.0[at..]
+    }
+}
+
+fn encode<T: Serialize>(frame: &T) -> Frame {
     // Serialising these plain structs cannot fail: keys are strings, values are JSON.
-    serde_json::to_string(frame)
-        .expect("server frames always serialise")
-        .into()
+    let json = serde_json::to_vec(frame).expect("server frames always serialise");
+    Frame::new(Frame::TEXT, &[&json])
 }
 
 #[derive(Serialize)]
@@ -68,13 +141,7 @@ struct Welcome<'a> {
     heartbeat: u64,
 }
 
-pub fn welcome(
-    conn: &str,
-    uid: Option<&str>,
-    node: &str,
-    epoch: &str,
-    heartbeat: u64,
-) -> ByteString {
+pub fn welcome(conn: &str, uid: Option<&str>, node: &str, epoch: &str, heartbeat: u64) -> Frame {
     encode(&Welcome {
         conn,
         uid,
@@ -95,7 +162,7 @@ struct Push<'a> {
 }
 
 /// A `push` frame, serialised once and shared by every recipient.
-pub fn push(stream: &str, seq: Option<u64>, data: &RawValue, time_ms: i64) -> ByteString {
+pub fn push(stream: &str, seq: Option<u64>, data: &RawValue, time_ms: i64) -> Frame {
     encode(&Push {
         stream,
         seq,
@@ -112,7 +179,7 @@ struct ReplyFrame<'a> {
     data: &'a RawValue,
 }
 
-pub fn reply(reference: Option<&str>, data: &RawValue) -> ByteString {
+pub fn reply(reference: Option<&str>, data: &RawValue) -> Frame {
     encode(&ReplyFrame { reference, data })
 }
 
@@ -125,7 +192,7 @@ struct ErrorFrame<'a> {
     message: &'a str,
 }
 
-pub fn error(reference: Option<&str>, code: &str, message: &str) -> ByteString {
+pub fn error(reference: Option<&str>, code: &str, message: &str) -> Frame {
     encode(&ErrorFrame {
         reference,
         code,
@@ -139,7 +206,8 @@ struct Pong {
     time: i64,
 }
 
-pub fn pong() -> ByteString {
+/// The answer to a client's `{"type":"ping"}`.
+pub fn pong() -> Frame {
     encode(&Pong { time: now_ms() })
 }
 
@@ -153,7 +221,7 @@ pub struct FrameError {
 }
 
 impl FrameError {
-    pub fn to_frame(&self) -> ByteString {
+    pub fn to_frame(&self) -> Frame {
         error(self.reference.as_deref(), self.code, &self.message)
     }
 }
@@ -271,9 +339,27 @@ mod tests {
             RawValue::from_string("{\"big\":12345678901234567890,\"f\":1.0}".into()).unwrap();
         let frame = push("u:u1", Some(3), &data, 5);
         assert_eq!(
-            &*frame,
+            std::str::from_utf8(frame.payload()).unwrap(),
             r#"{"type":"push","stream":"u:u1","seq":3,"data":{"big":12345678901234567890,"f":1.0},"time":5}"#
         );
+    }
+
+    #[test]
+    fn frames_carry_rfc6455_headers() {
+        let short = Frame::text("hi");
+        assert_eq!(&short.bytes()[..], b"\x81\x02hi");
+        let mid = Frame::text(&"x".repeat(300));
+        assert_eq!(&mid.bytes()[..4], &[0x81, 126, 0x01, 0x2c]);
+        assert_eq!(mid.payload().len(), 300);
+        let long = Frame::text(&"y".repeat(70_000));
+        assert_eq!(&long.bytes()[..2], &[0x81, 127]);
+        assert_eq!(long.payload().len(), 70_000);
+        let close = Frame::close(4008, &"é".repeat(100));
+        assert_eq!(close.bytes()[0], 0x88);
+        assert!(close.payload().len() <= 125);
+        assert_eq!(&close.payload()[..2], &4008u16.to_be_bytes());
+        assert!(std::str::from_utf8(&close.payload()[2..]).is_ok());
+        assert_eq!(&Frame::ping().bytes()[..], &[0x89, 0]);
     }
 
     #[test]

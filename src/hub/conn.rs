@@ -1,21 +1,28 @@
-//! One live connection as the hub sees it: identity, group list, and the bounded outbound
+//! One live connection as the hub sees it: identity, groups, and the bounded outbound
 //! queue that every producer fills without ever waiting.
 //!
-//! Producers call [`Conn::send`] (a non-blocking `try_send` of shared bytes); when the
-//! queue is full the connection is marked for closing with 4008 instead of buffering more.
-//! Any part of the server may ask a connection to close ([`Conn::close`]); the first
-//! request wins and the connection's own task carries it out.
+//! Producers call [`Conn::send`] with an already encoded [`Frame`] (shared bytes). The
+//! connection's writer (the HTTP response body, see `gateway::writer`) takes frames from
+//! the queue whenever the socket can take more; when the queue is full the connection is
+//! closed with 4008 and its queue is dropped at once, so a client that stops reading costs
+//! no more than `limits.outbound_queue` frames. Any part of the server may ask a
+//! connection to close ([`Conn::close`]); the first request wins.
 
-use std::sync::{
-    atomic::{AtomicBool, Ordering},
-    Arc, OnceLock,
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, OnceLock,
+    },
+    task::Waker,
 };
 
-use bytestring::ByteString;
+use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
-use crate::protocol::close;
+use crate::protocol::{close, Frame};
 
 /// Why and how a connection is to be closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +37,26 @@ pub enum Sent {
     Queued,
     /// The queue was full: the frame is dropped and the connection closes with 4008.
     Overflow,
-    /// The connection is already going away.
+    /// The connection is closing or gone.
     Closed,
+}
+
+/// Where the client stands in the closing handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Open,
+    /// It sent its close frame: ours is the answer, then the connection ends.
+    Closed,
+    /// Its side ended (or gave no answer in time): nothing more is written.
+    Gone,
+}
+
+/// State shared by producers, the reader task and the writer, behind one small lock.
+struct Shared {
+    queue: VecDeque<Frame>,
+    close: Option<CloseRequest>,
+    pong: Option<Bytes>,
+    peer: Peer,
 }
 
 pub struct Conn {
@@ -39,12 +64,12 @@ pub struct Conn {
     uid: OnceLock<Arc<str>>,
     /// Increases with every connection of this node: the smallest is the oldest.
     pub(crate) serial: u64,
-    tx: mpsc::Sender<ByteString>,
-    close: Mutex<Option<CloseRequest>>,
-    wake: Notify,
+    capacity: usize,
+    shared: Mutex<Shared>,
+    writer: AtomicWaker,
+    reader: Notify,
     /// Groups this connection belongs to, and whether it has left the hub for good.
     groups: Mutex<(Vec<Arc<str>>, bool)>,
-    overflowed: AtomicBool,
     /// Until the client resumes (or the resume window passes), the first `seq` it was
     /// sent live on each stream: a replay stops just before it, so nothing that arrived
     /// between `welcome` and `resume` is sent twice or out of order.
@@ -54,6 +79,8 @@ pub struct Conn {
 
 /// Streams whose first live `seq` a connection remembers before it resumes.
 const MAX_RECORDED_STREAMS: usize = 64;
+/// A queue that grew past this many slots gives the memory back once it is empty.
+const QUEUE_KEEP: usize = 16;
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -65,31 +92,29 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
-    /// A connection and the receiving end of its outbound queue (`queue` frames deep).
-    pub fn new(
-        id: Arc<str>,
-        uid: Option<Arc<str>>,
-        serial: u64,
-        queue: usize,
-    ) -> (Arc<Conn>, mpsc::Receiver<ByteString>) {
-        let (tx, rx) = mpsc::channel(queue);
+    /// A connection whose queue holds at most `capacity` frames.
+    pub fn new(id: Arc<str>, uid: Option<Arc<str>>, serial: u64, capacity: usize) -> Arc<Conn> {
         let cell = OnceLock::new();
         if let Some(uid) = uid {
             let _ = cell.set(uid);
         }
-        let conn = Conn {
+        Arc::new(Conn {
             id,
             uid: cell,
             serial,
-            tx,
-            close: Mutex::new(None),
-            wake: Notify::new(),
+            capacity,
+            shared: Mutex::new(Shared {
+                queue: VecDeque::new(),
+                close: None,
+                pong: None,
+                peer: Peer::Open,
+            }),
+            writer: AtomicWaker::new(),
+            reader: Notify::new(),
             groups: Mutex::new((Vec::new(), false)),
-            overflowed: AtomicBool::new(false),
             recording: AtomicBool::new(true),
             first_live: Mutex::new(Vec::new()),
-        };
-        (Arc::new(conn), rx)
+        })
     }
 
     pub fn id(&self) -> &Arc<str> {
@@ -106,71 +131,106 @@ impl Conn {
     }
 
     /// Offers a frame without waiting. A full queue closes the connection with 4008.
-    pub fn send(&self, frame: &ByteString) -> Sent {
-        match self.tx.try_send(frame.clone()) {
-            Ok(()) => Sent::Queued,
-            Err(mpsc::error::TrySendError::Closed(_)) => Sent::Closed,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.overflowed.swap(true, Ordering::Relaxed) {
-                    return Sent::Closed;
-                }
-                self.close(
-                    close::SLOW_CONSUMER,
-                    "slow consumer: outbound queue overflowed",
-                );
-                Sent::Overflow
-            }
+    pub fn send(&self, frame: &Frame) -> Sent {
+        let mut shared = self.shared.lock();
+        if shared.close.is_some() {
+            return Sent::Closed;
         }
+        if shared.queue.len() >= self.capacity {
+            drop(shared);
+            self.close(
+                close::SLOW_CONSUMER,
+                "slow consumer: outbound queue overflowed",
+            );
+            return Sent::Overflow;
+        }
+        shared.queue.push_back(frame.clone());
+        drop(shared);
+        self.writer.wake();
+        Sent::Queued
     }
 
-    /// Notes that push `seq` of `stream` was queued live (see `first_live`).
-    pub(crate) fn note_live(&self, stream: &str, seq: u64) {
-        if !self.recording.load(Ordering::Relaxed) {
+    /// Asks the connection to close; the first request wins. A slow consumer's queue is
+    /// dropped at once; otherwise what is queued is still written before the close frame.
+    pub fn close(&self, code: u16, reason: &str) {
+        let mut shared = self.shared.lock();
+        if shared.close.is_some() {
             return;
         }
-        let mut seen = self.first_live.lock();
-        if seen.len() < MAX_RECORDED_STREAMS && !seen.iter().any(|(s, _)| &**s == stream) {
-            seen.push((stream.into(), seq));
+        shared.close = Some(CloseRequest {
+            code,
+            reason: reason.to_string(),
+        });
+        if code == close::SLOW_CONSUMER {
+            shared.queue = VecDeque::new();
         }
-    }
-
-    /// The first `seq` of `stream` this connection was sent live, if it is still recording.
-    pub fn first_live(&self, stream: &str) -> Option<u64> {
-        if !self.recording.load(Ordering::Relaxed) {
-            return None;
-        }
-        self.first_live
-            .lock()
-            .iter()
-            .find(|(s, _)| &**s == stream)
-            .map(|(_, seq)| *seq)
-    }
-
-    /// Stops recording first live pushes (after a resume, or when the window passes).
-    pub fn stop_recording(&self) {
-        self.recording.store(false, Ordering::Relaxed);
-        self.first_live.lock().clear();
-    }
-
-    /// Asks the connection to close; the first request wins.
-    pub fn close(&self, code: u16, reason: &str) {
-        let mut slot = self.close.lock();
-        if slot.is_none() {
-            *slot = Some(CloseRequest {
-                code,
-                reason: reason.to_string(),
-            });
-            self.wake.notify_one();
-        }
+        drop(shared);
+        self.reader.notify_one();
+        self.writer.wake();
     }
 
     /// Waits until someone asks this connection to close, and says how.
     pub async fn closing(&self) -> CloseRequest {
         loop {
-            if let Some(req) = self.close.lock().clone() {
+            if let Some(req) = self.shared.lock().close.clone() {
                 return req;
             }
-            self.wake.notified().await;
+            self.reader.notified().await;
+        }
+    }
+
+    /// Queues a pong for the client's ping (the latest ping wins).
+    pub(crate) fn pong(&self, payload: Bytes) {
+        self.shared.lock().pong = Some(payload);
+        self.writer.wake();
+    }
+
+    /// Records how the client's side ended, and lets the writer finish.
+    pub(crate) fn peer(&self, state: Peer) {
+        let mut shared = self.shared.lock();
+        if shared.peer == Peer::Open || state == Peer::Gone {
+            shared.peer = state;
+        }
+        drop(shared);
+        self.writer.wake();
+    }
+
+    /// The writer's view of the closing handshake: registers `waker`, returns the peer state.
+    pub(crate) fn watch_peer(&self, waker: &Waker) -> Peer {
+        self.writer.register(waker);
+        self.shared.lock().peer
+    }
+
+    /// Drops whatever is still queued (the client had its chance to read it).
+    pub(crate) fn discard_queue(&self) {
+        self.shared.lock().queue = VecDeque::new();
+    }
+
+    /// The writer's view: registers `waker`, then says what to write next.
+    pub(crate) fn next_out(&self, waker: &Waker) -> Out {
+        self.writer.register(waker);
+        let mut shared = self.shared.lock();
+        if let Some(p) = shared.pong.take() {
+            if shared.peer != Peer::Gone {
+                return Out::Frame(Frame::pong(&p));
+            }
+        }
+        let flush = match &shared.close {
+            None => true,
+            Some(req) => req.code != close::SLOW_CONSUMER && shared.peer == Peer::Open,
+        };
+        if flush {
+            if let Some(frame) = shared.queue.pop_front() {
+                if shared.queue.is_empty() && shared.queue.capacity() > QUEUE_KEEP {
+                    shared.queue = VecDeque::new();
+                }
+                return Out::Frame(frame);
+            }
+        }
+        match (&shared.close, shared.peer) {
+            (None, _) => Out::Idle,
+            (Some(_), Peer::Gone) => Out::End,
+            (Some(req), peer) => Out::Close(req.clone(), peer),
         }
     }
 
@@ -210,28 +270,93 @@ impl Conn {
         g.1 = true;
         std::mem::take(&mut g.0)
     }
+
+    /// Notes that push `seq` of `stream` was queued live (see `first_live`).
+    pub(crate) fn note_live(&self, stream: &str, seq: u64) {
+        if !self.recording.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut seen = self.first_live.lock();
+        if seen.len() < MAX_RECORDED_STREAMS && !seen.iter().any(|(s, _)| &**s == stream) {
+            seen.push((stream.into(), seq));
+        }
+    }
+
+    /// The first `seq` of `stream` this connection was sent live, if it is still recording.
+    pub fn first_live(&self, stream: &str) -> Option<u64> {
+        if !self.recording.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.first_live
+            .lock()
+            .iter()
+            .find(|(s, _)| &**s == stream)
+            .map(|(_, seq)| *seq)
+    }
+
+    /// Stops recording first live pushes (after a resume, or when the window passes).
+    pub fn stop_recording(&self) {
+        self.recording.store(false, Ordering::Relaxed);
+        self.first_live.lock().clear();
+    }
+}
+
+/// What the writer should do next.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Out {
+    Frame(Frame),
+    /// Nothing to write now.
+    Idle,
+    /// Write the close frame (an answer if the peer closed first), then wait for the end.
+    Close(CloseRequest, Peer),
+    /// The connection is over.
+    End,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn waker() -> Waker {
+        futures_util::task::noop_waker()
+    }
+
     #[test]
-    fn overflow_closes_with_4008_once() {
-        let (conn, _rx) = Conn::new("c1".into(), None, 1, 2);
-        let f: ByteString = "x".into();
+    fn overflow_closes_with_4008_and_drops_the_queue() {
+        let conn = Conn::new("c1".into(), None, 1, 2);
+        let f = Frame::text("x");
         assert_eq!(conn.send(&f), Sent::Queued);
         assert_eq!(conn.send(&f), Sent::Queued);
         assert_eq!(conn.send(&f), Sent::Overflow);
         assert_eq!(conn.send(&f), Sent::Closed);
-        assert_eq!(
-            conn.close.lock().as_ref().unwrap().code,
-            close::SLOW_CONSUMER
-        );
         conn.close(close::KICKED, "later requests do not override");
-        assert_eq!(
-            conn.close.lock().as_ref().unwrap().code,
-            close::SLOW_CONSUMER
-        );
+        match conn.next_out(&waker()) {
+            Out::Close(req, Peer::Open) => assert_eq!(req.code, close::SLOW_CONSUMER),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn other_closes_flush_the_queue_first() {
+        let conn = Conn::new("c1".into(), None, 1, 8);
+        conn.send(&Frame::text("a"));
+        conn.close(close::KICKED, "bye");
+        assert_eq!(conn.send(&Frame::text("late")), Sent::Closed);
+        assert_eq!(conn.next_out(&waker()), Out::Frame(Frame::text("a")));
+        assert!(matches!(conn.next_out(&waker()), Out::Close(_, Peer::Open)));
+        conn.peer(Peer::Gone);
+        assert_eq!(conn.next_out(&waker()), Out::End);
+    }
+
+    #[test]
+    fn a_peer_that_closed_first_gets_only_the_answer() {
+        let conn = Conn::new("c1".into(), None, 1, 8);
+        conn.send(&Frame::text("a"));
+        conn.peer(Peer::Closed);
+        conn.close(1000, "");
+        assert!(matches!(
+            conn.next_out(&waker()),
+            Out::Close(_, Peer::Closed)
+        ));
     }
 }

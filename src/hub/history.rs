@@ -11,13 +11,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytestring::ByteString;
+use crate::protocol::Frame;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
 struct Entry {
     seq: u64,
-    frame: ByteString,
+    frame: Frame,
     at: Instant,
 }
 
@@ -32,7 +32,7 @@ pub struct StreamLog {
 /// What a replay found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Replay {
-    pub frames: Vec<ByteString>,
+    pub frames: Vec<Frame>,
     /// False when history no longer reaches back to the requested point.
     pub complete: bool,
 }
@@ -45,7 +45,7 @@ impl StreamLog {
     }
 
     /// Keeps `frame` as push `seq`, forgetting the oldest beyond `size`.
-    pub fn record(&mut self, seq: u64, frame: ByteString, size: usize) {
+    pub fn record(&mut self, seq: u64, frame: Frame, size: usize) {
         let now = Instant::now();
         self.last = Some(now);
         if size == 0 {
@@ -145,11 +145,15 @@ impl History {
 mod tests {
     use super::*;
 
+    fn frames(texts: &[&str]) -> Vec<Frame> {
+        texts.iter().map(|t| Frame::text(t)).collect()
+    }
+
     fn filled(n: u64, size: usize) -> StreamLog {
         let mut log = StreamLog::default();
         for _ in 0..n {
             let seq = log.next_seq();
-            log.record(seq, seq.to_string().into(), size);
+            log.record(seq, Frame::text(&seq.to_string()), size);
         }
         log
     }
@@ -158,7 +162,7 @@ mod tests {
     fn replays_what_was_missed_in_order() {
         let mut log = filled(5, 10);
         let r = log.since(2, None, Duration::from_secs(60));
-        assert_eq!(r.frames, vec!["3", "4", "5"]);
+        assert_eq!(r.frames, frames(&["3", "4", "5"]));
         assert!(r.complete);
         assert!(log.since(5, None, Duration::from_secs(60)).complete);
     }
@@ -167,11 +171,11 @@ mod tests {
     fn incomplete_when_history_is_too_short() {
         let mut log = filled(10, 3);
         let r = log.since(2, None, Duration::from_secs(60));
-        assert_eq!(r.frames, vec!["8", "9", "10"]);
+        assert_eq!(r.frames, frames(&["8", "9", "10"]));
         assert!(!r.complete);
         assert!(log.since(7, None, Duration::from_secs(60)).complete);
         let r = log.since(7, Some(10), Duration::from_secs(60));
-        assert_eq!(r.frames, vec!["8", "9"]);
+        assert_eq!(r.frames, frames(&["8", "9"]));
         // Everything after `after` came live: nothing to replay, nothing missing.
         assert_eq!(
             log.since(2, Some(3), Duration::from_secs(60)),
@@ -191,7 +195,7 @@ mod tests {
             let log = h.stream("u:a");
             let mut log = log.lock();
             let seq = log.next_seq();
-            log.record(seq, "x".into(), 10);
+            log.record(seq, Frame::text("x"), 10);
         }
         std::thread::sleep(Duration::from_millis(2));
         assert_eq!(h.sweep(), 0);

@@ -16,12 +16,14 @@ use std::{
     },
 };
 
-use bytestring::ByteString;
 use dashmap::DashMap;
 
 pub use conn::{CloseRequest, Conn, Sent};
 
-use crate::{metrics::Metrics, protocol::close};
+use crate::{
+    metrics::Metrics,
+    protocol::{close, Frame},
+};
 
 /// Where a push goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,13 +279,7 @@ impl Hub {
 
     /// Writes one serialised frame to every local connection of `target`; returns how
     /// many queues accepted it. `seq` is the push's place in `stream`, if stored.
-    pub fn deliver(
-        &self,
-        target: &Target,
-        stream: &str,
-        seq: Option<u64>,
-        frame: &ByteString,
-    ) -> usize {
+    pub fn deliver(&self, target: &Target, stream: &str, seq: Option<u64>, frame: &Frame) -> usize {
         let mut delivered = 0;
         let mut offer = |conn: &Arc<Conn>| match conn.send(frame) {
             Sent::Queued => {
@@ -352,21 +348,17 @@ mod tests {
         Hub::new(max, Arc::new(Metrics::default()))
     }
 
-    fn conn(
-        hub: &Hub,
-        id: &str,
-        uid: Option<&str>,
-    ) -> (Arc<Conn>, tokio::sync::mpsc::Receiver<ByteString>) {
-        let (c, rx) = Conn::new(id.into(), uid.map(Into::into), hub.next_serial(), 8);
+    fn conn(hub: &Hub, id: &str, uid: Option<&str>) -> Arc<Conn> {
+        let c = Conn::new(id.into(), uid.map(Into::into), hub.next_serial(), 8);
         assert!(hub.register(&c, 100));
-        (c, rx)
+        c
     }
 
     #[test]
     fn indexes_empty_after_everyone_leaves() {
         let h = hub(5);
-        let (a, _ra) = conn(&h, "a", Some("u1"));
-        let (b, _rb) = conn(&h, "b", None);
+        let a = conn(&h, "a", Some("u1"));
+        let b = conn(&h, "b", None);
         h.join(&a, "room");
         h.join(&b, "room");
         h.add_uid_to_group("vip", "u1");
@@ -383,13 +375,14 @@ mod tests {
     fn uid_members_include_future_connections() {
         let h = hub(5);
         h.add_uid_to_group("g", "u1");
-        let (a, mut ra) = conn(&h, "a", Some("u1"));
+        let a = conn(&h, "a", Some("u1"));
         assert!(a.in_group("g"));
         assert_eq!(
-            h.deliver(&Target::Group("g".into()), "g:g", None, &"hi".into()),
+            h.deliver(&Target::Group("g".into()), "g:g", None, &Frame::text("hi")),
             1
         );
-        assert_eq!(&*ra.try_recv().unwrap(), "hi");
+        let waker = futures_util::task::noop_waker();
+        assert_eq!(a.next_out(&waker), conn::Out::Frame(Frame::text("hi")));
         h.remove_uid_from_group("g", "u1");
         assert!(!a.in_group("g"));
     }
@@ -397,9 +390,9 @@ mod tests {
     #[test]
     fn oldest_connection_of_a_uid_is_replaced() {
         let h = hub(2);
-        let (a, _ra) = conn(&h, "a", Some("u"));
-        let (_b, _rb) = conn(&h, "b", Some("u"));
-        let (_c, _rc) = conn(&h, "c", Some("u"));
+        let a = conn(&h, "a", Some("u"));
+        let _b = conn(&h, "b", Some("u"));
+        let _c = conn(&h, "c", Some("u"));
         assert_eq!(h.uid_conns("u").len(), 2);
         let req = futures_util::FutureExt::now_or_never(a.closing()).unwrap();
         assert_eq!(req.code, close::REPLACED);
@@ -408,7 +401,7 @@ mod tests {
     #[test]
     fn a_connection_that_left_cannot_rejoin() {
         let h = hub(5);
-        let (a, _ra) = conn(&h, "a", None);
+        let a = conn(&h, "a", None);
         h.unregister(&a);
         h.join(&a, "g");
         assert_eq!(h.counts().groups, 0);
@@ -419,7 +412,7 @@ mod tests {
         let h = hub(2);
         for i in 0..100_000u32 {
             let uid = format!("u{}", i % 1000);
-            let (c, _rx) = conn(&h, &format!("c{i}"), (i % 3 != 0).then_some(uid.as_str()));
+            let c = conn(&h, &format!("c{i}"), (i % 3 != 0).then_some(uid.as_str()));
             h.join(&c, &format!("g{}", i % 50));
             h.join(&c, "all-members");
             if i % 10 == 0 {
