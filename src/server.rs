@@ -5,13 +5,16 @@ use std::{
     io,
     net::{SocketAddr, TcpListener},
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
 };
 
-use actix_web::{dev::ServerHandle, web, HttpServer};
+use actix_http::HttpService;
+use actix_server::ServerHandle;
+use actix_service::{map_config, IntoServiceFactory, ServiceFactoryExt};
+use actix_web::{dev::AppConfig, web};
 
 use crate::{
     api,
@@ -34,9 +37,26 @@ pub struct App {
     pub node_id: String,
     conn_prefix: String,
     conn_seq: AtomicU64,
+    /// WebSocket connection tasks still running (closing ones included).
+    live: Arc<AtomicUsize>,
+}
+
+/// Counts one running connection task until dropped.
+pub struct LiveConnection(Arc<AtomicUsize>);
+
+impl Drop for LiveConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl App {
+    /// Marks a connection task as running until the returned guard is dropped.
+    pub fn connection_started(&self) -> LiveConnection {
+        self.live.fetch_add(1, Ordering::Relaxed);
+        LiveConnection(self.live.clone())
+    }
+
     /// A connection id unique to this node's lifetime: `c<node tag>.<counter>`.
     pub fn new_conn_id(&self) -> Arc<str> {
         let n = self.conn_seq.fetch_add(1, Ordering::Relaxed);
@@ -54,18 +74,6 @@ fn default_node_id() -> String {
         .collect();
     let host = if host.is_empty() { "node".into() } else { host };
     format!("{host}-{}", crate::random_id(6))
-}
-
-/// Sets `TCP_USER_TIMEOUT` on each accepted socket: a peer that leaves our data
-/// unacknowledged (it stopped reading, or vanished) for `limit` is dropped by the kernel.
-/// Our own queues are already freed when such a client is closed with 4008; this frees the
-/// socket and the few buffers the HTTP layer still holds for it.
-fn drop_peers_that_stop_reading(io: &dyn std::any::Any, limit: Duration) {
-    if let Some(tcp) = io.downcast_ref::<actix_web::rt::net::TcpStream>() {
-        if let Err(e) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(limit)) {
-            tracing::debug!("cannot set TCP_USER_TIMEOUT: {e}");
-        }
-    }
 }
 
 /// Builds a server: a configuration plus any Rust handlers.
@@ -107,6 +115,7 @@ impl ServerBuilder {
         let app = Arc::new(App {
             conn_prefix: format!("c{}.", crate::random_id(6)),
             conn_seq: AtomicU64::new(1),
+            live: Arc::new(AtomicUsize::new(0)),
             hub,
             broker,
             handlers: self.handlers,
@@ -115,32 +124,40 @@ impl ServerBuilder {
             config,
         });
         let addr = listener.local_addr()?;
-        let data = web::Data::from(app.clone());
         let ws_path = app.config.server.ws_path.clone();
         let json = api::json_config(app.config.api.max_body_bytes);
-        let max_conns = app.config.limits.max_connections;
         let dev = app.config.dev;
-        let unacked_limit = Duration::from_secs(app.config.heartbeat.timeout_secs);
-        let server = HttpServer::new(move || {
-            actix_web::App::new()
-                .app_data(data.clone())
-                .app_data(json.clone())
-                .route(&ws_path, web::get().to(gateway::ws_route))
-                .configure(api::routes)
-                .configure(|cfg| {
-                    if dev {
-                        crate::demo::routes(cfg)
-                    }
-                })
-                .default_service(web::to(api::not_found))
-        })
-        .on_connect(move |io, _| drop_peers_that_stop_reading(io, unacked_limit))
-        .disable_signals()
-        .shutdown_timeout(app.config.server.shutdown_grace_secs)
-        // Our own limit answers 4009 after the upgrade; leave room above it for HTTP calls.
-        .max_connections(max_conns.saturating_add(1024))
-        .listen(listener)?
-        .run();
+        let data = web::Data::from(app.clone());
+        let factory_app = app.clone();
+        // actix-web serves every route; upgrade requests (WebSockets) go to the gateway
+        // with their raw socket, so no HTTP-layer buffers stay attached to a connection.
+        let server = actix_server::Server::build()
+            .disable_signals()
+            .shutdown_timeout(app.config.server.shutdown_grace_secs)
+            // Our own limit answers 4009 after the upgrade; leave room above it.
+            .max_concurrent_connections(app.config.limits.max_connections.saturating_add(1024))
+            .listen("minipush", listener, move || {
+                let routes = actix_web::App::new()
+                    .app_data(data.clone())
+                    .app_data(json.clone())
+                    .route(&ws_path, web::get().to(gateway::not_websocket))
+                    .configure(api::routes)
+                    .configure(|cfg| {
+                        if dev {
+                            crate::demo::routes(cfg)
+                        }
+                    })
+                    .default_service(web::to(api::not_found));
+                let routes = routes
+                    .into_factory()
+                    .map_err(|err: actix_web::Error| err.error_response());
+                HttpService::build()
+                    .local_addr(addr)
+                    .upgrade(gateway::upgrade_service(factory_app.clone()))
+                    .finish(map_config(routes, |_| AppConfig::default()))
+                    .tcp()
+            })?
+            .run();
         let handle = server.handle();
         let task = tokio::spawn(server);
         tracing::info!(%addr, node = %app.node_id, "minipush listening");
@@ -184,15 +201,20 @@ impl Server {
     }
 
     /// Stops accepting, closes every connection with 1001 (after flushing what is queued),
-    /// and waits for the server to finish, at most `server.shutdown_grace_secs`.
+    /// waits for them to finish, at most `server.shutdown_grace_secs`, then stops.
     pub async fn shutdown(self) -> io::Result<()> {
-        let stopped = self.handle.stop(true);
+        self.handle.pause().await;
         let n = self
             .app
             .hub
             .close_target(&Target::All, close::GOING_AWAY, "server shutting down");
         tracing::info!(connections = n, "shutting down");
-        stopped.await;
+        let grace = Duration::from_secs(self.app.config.server.shutdown_grace_secs);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.app.live.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.handle.stop(true).await;
         self.task.await.map_err(io::Error::other)?
     }
 

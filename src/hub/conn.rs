@@ -1,9 +1,8 @@
 //! One live connection as the hub sees it: identity, groups, and the bounded outbound
 //! queue that every producer fills without ever waiting.
 //!
-//! Producers call [`Conn::send`] with an already encoded [`Frame`] (shared bytes). The
-//! connection's writer (the HTTP response body, see `gateway::writer`) takes frames from
-//! the queue whenever the socket can take more; when the queue is full the connection is
+//! Producers call [`Conn::send`] with an already encoded [`Frame`] (shared bytes) and the
+//! connection's task is woken to write it. When the queue is full the connection is
 //! closed with 4008 and its queue is dropped at once, so a client that stops reading costs
 //! no more than `limits.outbound_queue` frames. Any part of the server may ask a
 //! connection to close ([`Conn::close`]); the first request wins.
@@ -14,11 +13,8 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc, OnceLock,
     },
-    task::Waker,
 };
 
-use bytes::Bytes;
-use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -41,22 +37,10 @@ pub enum Sent {
     Closed,
 }
 
-/// Where the client stands in the closing handshake.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Peer {
-    Open,
-    /// It sent its close frame: ours is the answer, then the connection ends.
-    Closed,
-    /// Its side ended (or gave no answer in time): nothing more is written.
-    Gone,
-}
-
-/// State shared by producers, the reader task and the writer, behind one small lock.
+/// The queue and the close request, behind one small lock.
 struct Shared {
     queue: VecDeque<Frame>,
     close: Option<CloseRequest>,
-    pong: Option<Bytes>,
-    peer: Peer,
 }
 
 pub struct Conn {
@@ -66,8 +50,8 @@ pub struct Conn {
     pub(crate) serial: u64,
     capacity: usize,
     shared: Mutex<Shared>,
-    writer: AtomicWaker,
-    reader: Notify,
+    /// Wakes the connection's task: frames queued, or a close requested.
+    wake: Notify,
     /// Groups this connection belongs to, and whether it has left the hub for good.
     groups: Mutex<(Vec<Arc<str>>, bool)>,
     /// Until the client resumes (or the resume window passes), the first `seq` it was
@@ -106,11 +90,8 @@ impl Conn {
             shared: Mutex::new(Shared {
                 queue: VecDeque::new(),
                 close: None,
-                pong: None,
-                peer: Peer::Open,
             }),
-            writer: AtomicWaker::new(),
-            reader: Notify::new(),
+            wake: Notify::new(),
             groups: Mutex::new((Vec::new(), false)),
             recording: AtomicBool::new(true),
             first_live: Mutex::new(Vec::new()),
@@ -144,9 +125,12 @@ impl Conn {
             );
             return Sent::Overflow;
         }
+        let was_empty = shared.queue.is_empty();
         shared.queue.push_back(frame.clone());
         drop(shared);
-        self.writer.wake();
+        if was_empty {
+            self.wake.notify_one();
+        }
         Sent::Queued
     }
 
@@ -165,73 +149,33 @@ impl Conn {
             shared.queue = VecDeque::new();
         }
         drop(shared);
-        self.reader.notify_one();
-        self.writer.wake();
+        self.wake.notify_one();
     }
 
-    /// Waits until someone asks this connection to close, and says how.
-    pub async fn closing(&self) -> CloseRequest {
-        loop {
-            if let Some(req) = self.shared.lock().close.clone() {
-                return req;
-            }
-            self.reader.notified().await;
-        }
+    /// The close request, if any.
+    pub fn close_request(&self) -> Option<CloseRequest> {
+        self.shared.lock().close.clone()
     }
 
-    /// Queues a pong for the client's ping (the latest ping wins).
-    pub(crate) fn pong(&self, payload: Bytes) {
-        self.shared.lock().pong = Some(payload);
-        self.writer.wake();
+    /// Waits until frames are queued or a close is requested (returns at once if that
+    /// happened since the last wait).
+    pub async fn changed(&self) {
+        self.wake.notified().await;
     }
 
-    /// Records how the client's side ended, and lets the writer finish.
-    pub(crate) fn peer(&self, state: Peer) {
+    /// Moves up to `max` queued frames to `out`.
+    pub(crate) fn take_frames(&self, out: &mut VecDeque<Frame>, max: usize) {
         let mut shared = self.shared.lock();
-        if shared.peer == Peer::Open || state == Peer::Gone {
-            shared.peer = state;
+        let n = shared.queue.len().min(max);
+        out.extend(shared.queue.drain(..n));
+        if shared.queue.is_empty() && shared.queue.capacity() > QUEUE_KEEP {
+            shared.queue = VecDeque::new();
         }
-        drop(shared);
-        self.writer.wake();
-    }
-
-    /// The writer's view of the closing handshake: registers `waker`, returns the peer state.
-    pub(crate) fn watch_peer(&self, waker: &Waker) -> Peer {
-        self.writer.register(waker);
-        self.shared.lock().peer
     }
 
     /// Drops whatever is still queued (the client had its chance to read it).
     pub(crate) fn discard_queue(&self) {
         self.shared.lock().queue = VecDeque::new();
-    }
-
-    /// The writer's view: registers `waker`, then says what to write next.
-    pub(crate) fn next_out(&self, waker: &Waker) -> Out {
-        self.writer.register(waker);
-        let mut shared = self.shared.lock();
-        if let Some(p) = shared.pong.take() {
-            if shared.peer != Peer::Gone {
-                return Out::Frame(Frame::pong(&p));
-            }
-        }
-        let flush = match &shared.close {
-            None => true,
-            Some(req) => req.code != close::SLOW_CONSUMER && shared.peer == Peer::Open,
-        };
-        if flush {
-            if let Some(frame) = shared.queue.pop_front() {
-                if shared.queue.is_empty() && shared.queue.capacity() > QUEUE_KEEP {
-                    shared.queue = VecDeque::new();
-                }
-                return Out::Frame(frame);
-            }
-        }
-        match (&shared.close, shared.peer) {
-            (None, _) => Out::Idle,
-            (Some(_), Peer::Gone) => Out::End,
-            (Some(req), peer) => Out::Close(req.clone(), peer),
-        }
     }
 
     /// A snapshot of the groups this connection is in.
@@ -301,25 +245,9 @@ impl Conn {
     }
 }
 
-/// What the writer should do next.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Out {
-    Frame(Frame),
-    /// Nothing to write now.
-    Idle,
-    /// Write the close frame (an answer if the peer closed first), then wait for the end.
-    Close(CloseRequest, Peer),
-    /// The connection is over.
-    End,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn waker() -> Waker {
-        futures_util::task::noop_waker()
-    }
 
     #[test]
     fn overflow_closes_with_4008_and_drops_the_queue() {
@@ -330,33 +258,20 @@ mod tests {
         assert_eq!(conn.send(&f), Sent::Overflow);
         assert_eq!(conn.send(&f), Sent::Closed);
         conn.close(close::KICKED, "later requests do not override");
-        match conn.next_out(&waker()) {
-            Out::Close(req, Peer::Open) => assert_eq!(req.code, close::SLOW_CONSUMER),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(conn.close_request().unwrap().code, close::SLOW_CONSUMER);
+        let mut out = VecDeque::new();
+        conn.take_frames(&mut out, 10);
+        assert!(out.is_empty());
     }
 
     #[test]
-    fn other_closes_flush_the_queue_first() {
+    fn other_closes_keep_the_queue_for_a_final_flush() {
         let conn = Conn::new("c1".into(), None, 1, 8);
         conn.send(&Frame::text("a"));
         conn.close(close::KICKED, "bye");
         assert_eq!(conn.send(&Frame::text("late")), Sent::Closed);
-        assert_eq!(conn.next_out(&waker()), Out::Frame(Frame::text("a")));
-        assert!(matches!(conn.next_out(&waker()), Out::Close(_, Peer::Open)));
-        conn.peer(Peer::Gone);
-        assert_eq!(conn.next_out(&waker()), Out::End);
-    }
-
-    #[test]
-    fn a_peer_that_closed_first_gets_only_the_answer() {
-        let conn = Conn::new("c1".into(), None, 1, 8);
-        conn.send(&Frame::text("a"));
-        conn.peer(Peer::Closed);
-        conn.close(1000, "");
-        assert!(matches!(
-            conn.next_out(&waker()),
-            Out::Close(_, Peer::Closed)
-        ));
+        let mut out = VecDeque::new();
+        conn.take_frames(&mut out, 10);
+        assert_eq!(out, [Frame::text("a")]);
     }
 }

@@ -381,8 +381,9 @@ mod tests {
             h.deliver(&Target::Group("g".into()), "g:g", None, &Frame::text("hi")),
             1
         );
-        let waker = futures_util::task::noop_waker();
-        assert_eq!(a.next_out(&waker), conn::Out::Frame(Frame::text("hi")));
+        let mut out = std::collections::VecDeque::new();
+        a.take_frames(&mut out, 10);
+        assert_eq!(out, [Frame::text("hi")]);
         h.remove_uid_from_group("g", "u1");
         assert!(!a.in_group("g"));
     }
@@ -394,8 +395,7 @@ mod tests {
         let _b = conn(&h, "b", Some("u"));
         let _c = conn(&h, "c", Some("u"));
         assert_eq!(h.uid_conns("u").len(), 2);
-        let req = futures_util::FutureExt::now_or_never(a.closing()).unwrap();
-        assert_eq!(req.code, close::REPLACED);
+        assert_eq!(a.close_request().unwrap().code, close::REPLACED);
     }
 
     #[test]
