@@ -29,7 +29,7 @@ use tokio::{io::AsyncWriteExt, net::TcpStream, time::Instant};
 
 use super::messages;
 use crate::{
-    hub::Conn,
+    hub::{conn::QUEUE_KEEP, Conn},
     protocol::{self, close, code, ClientMessage, Frame},
     server::App,
 };
@@ -122,13 +122,13 @@ impl Link {
         let hb = &self.app.config.heartbeat;
         let interval = Duration::from_secs(hb.interval_secs);
         let timeout = Duration::from_secs(hb.timeout_secs);
-        let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
-        let mut last_seen = Instant::now();
-        let idle = tokio::time::sleep(timeout);
-        tokio::pin!(idle);
-        let resume_window = tokio::time::sleep(RESUME_WINDOW);
-        tokio::pin!(resume_window);
-        let mut recording = true;
+        let started = Instant::now();
+        let mut last_seen = started;
+        let mut next_ping = started + interval;
+        let mut resume_until = Some(started + RESUME_WINDOW);
+        // One timer per connection: the next ping, idle check or end of the resume window.
+        let timer = tokio::time::sleep_until(next_ping.min(started + timeout));
+        tokio::pin!(timer);
         let mut pending: Option<Pending> = None;
         let conn = self.conn.clone();
         // Frames that arrived with the upgrade request.
@@ -173,17 +173,21 @@ impl Link {
                         Err(_) => return Peer::Gone,
                     }
                 }
-                _ = ping.tick() => self.out.push_back(Frame::ping()),
-                () = &mut idle => {
-                    if last_seen.elapsed() >= timeout {
-                        conn.close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
-                    } else {
-                        idle.as_mut().reset(last_seen + timeout);
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if now >= next_ping {
+                        self.out.push_back(Frame::ping());
+                        next_ping = now + interval;
                     }
-                }
-                () = &mut resume_window, if recording => {
-                    recording = false;
-                    conn.stop_recording();
+                    if resume_until.is_some_and(|until| now >= until) {
+                        resume_until = None;
+                        conn.stop_recording();
+                    }
+                    if now >= last_seen + timeout {
+                        conn.close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
+                    }
+                    let next = next_ping.min(last_seen + timeout);
+                    timer.as_mut().reset(resume_until.map_or(next, |until| next.min(until)));
                 }
             }
         }
@@ -221,7 +225,7 @@ impl Link {
             done += 1;
         }
         self.app.metrics.frames_out(done);
-        if self.out.is_empty() && self.out.capacity() > BATCH {
+        if self.out.is_empty() && self.out.capacity() > QUEUE_KEEP {
             self.out = VecDeque::new();
         }
         Ok(())

@@ -64,7 +64,7 @@ pub struct Conn {
 /// Streams whose first live `seq` a connection remembers before it resumes.
 const MAX_RECORDED_STREAMS: usize = 64;
 /// A queue that grew past this many slots gives the memory back once it is empty.
-const QUEUE_KEEP: usize = 16;
+pub(crate) const QUEUE_KEEP: usize = 8;
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -241,7 +241,7 @@ impl Conn {
     /// Stops recording first live pushes (after a resume, or when the window passes).
     pub fn stop_recording(&self) {
         self.recording.store(false, Ordering::Relaxed);
-        self.first_live.lock().clear();
+        *self.first_live.lock() = Vec::new();
     }
 }
 
