@@ -139,9 +139,20 @@ struct Welcome<'a> {
     epoch: &'a str,
     time: i64,
     heartbeat: u64,
+    seqs: BTreeMap<&'a str, u64>,
 }
 
-pub fn welcome(conn: &str, uid: Option<&str>, node: &str, epoch: &str, heartbeat: u64) -> Frame {
+/// The first frame of a connection. `seqs` is the current `seq` of each stream it reads
+/// from the start (`all`, its `u:` stream): live pushes continue from there, and a later
+/// `resume` from these numbers misses nothing.
+pub fn welcome(
+    conn: &str,
+    uid: Option<&str>,
+    node: &str,
+    epoch: &str,
+    heartbeat: u64,
+    seqs: &[(String, u64)],
+) -> Frame {
     encode(&Welcome {
         conn,
         uid,
@@ -149,6 +160,7 @@ pub fn welcome(conn: &str, uid: Option<&str>, node: &str, epoch: &str, heartbeat
         epoch,
         time: now_secs(),
         heartbeat,
+        seqs: seqs.iter().map(|(s, n)| (s.as_str(), *n)).collect(),
     })
 }
 

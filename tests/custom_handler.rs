@@ -125,7 +125,7 @@ async fn handler_pushes_to_a_group() {
         let r = c
             .request("j", json!({"type": "join", "group": "arena"}))
             .await;
-        assert_eq!(r["data"], json!({"joined": "arena"}));
+        assert_eq!(r["data"], json!({"joined": "arena", "seq": 0}));
     }
     alice
         .send(json!({"type": "game.shout", "id": "s1", "group": "arena", "text": "go"}))

@@ -183,6 +183,33 @@ async fn pushes_between_welcome_and_resume_are_not_sent_twice() {
 }
 
 #[tokio::test]
+async fn welcome_and_join_say_where_live_pushes_start() {
+    let srv = TestServer::start().await;
+    for i in 0..3 {
+        srv.push(json!({"all": true, "data": i})).await;
+        srv.push(json!({"group": "g", "data": i})).await;
+    }
+    srv.push(json!({"uid": "u1", "data": 0})).await;
+    let (mut c, w) = srv.connect(Some("u1")).await;
+    assert_eq!(w["seqs"], json!({"all": 3, "u:u1": 1}));
+    let (_, anon) = srv.connect(None).await;
+    assert_eq!(anon["seqs"], json!({"all": 3}));
+    let r = c.request("j", json!({"type": "join", "group": "g"})).await;
+    assert_eq!(r["data"], json!({"joined": "g", "seq": 3}));
+    srv.push(json!({"group": "g", "data": "live"})).await;
+    assert_eq!(c.next().await["seq"], 4);
+    // Resuming from those numbers replays nothing and misses nothing.
+    let streams = json!({"all": 3, "u:u1": 1, "g:g": 3});
+    let r = c
+        .request(
+            "r",
+            json!({"type": "resume", "streams": streams, "epoch": w["epoch"]}),
+        )
+        .await;
+    assert_eq!(r["data"], json!({"resumed": 0, "complete": true}));
+}
+
+#[tokio::test]
 async fn concurrent_pushers_keep_seq_order_without_gaps() {
     let srv = TestServer::start().await;
     let (mut a, _) = srv.connect(Some("u1")).await;

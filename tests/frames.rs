@@ -31,7 +31,7 @@ async fn join_and_leave_reply_with_the_group_and_ref() {
         .await;
     assert_eq!(
         r,
-        json!({"type": "reply", "ref": "1", "data": {"joined": "room1"}})
+        json!({"type": "reply", "ref": "1", "data": {"joined": "room1", "seq": 0}})
     );
     srv.push(json!({"group": "room1", "data": 1})).await;
     assert_eq!(c.next().await["stream"], "g:room1");
@@ -51,7 +51,7 @@ async fn messages_without_id_are_answered_with_a_null_ref() {
     c.send(json!({"type": "join", "group": "g"})).await;
     assert_eq!(
         c.next().await,
-        json!({"type": "reply", "ref": null, "data": {"joined": "g"}})
+        json!({"type": "reply", "ref": null, "data": {"joined": "g", "seq": 0}})
     );
 }
 

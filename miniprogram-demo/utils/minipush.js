@@ -110,10 +110,12 @@
  * epoch of the last welcome. After every reconnect it joins its groups again, sends
  *   {"type":"resume","streams":{"u:u1":17,"all":3,"g:room1":0},"epoch":"<previous>"}
  * and holds live pushes until the reply; then it delivers the replayed and held pushes of each
- * stream sorted by seq, dropping any it already delivered. A stream on which nothing has
- * arrived yet is resumed from 0, and pushes older than the time the client started following
- * that stream are skipped (to within a second: the welcome's clock has that resolution), so a
- * reconnect does not replay what was sent before the user was there. When the epoch changed, the seqs are reset for the new epoch. Pushes without a seq
+ * stream sorted by seq, dropping any it already delivered. Each stream starts at the seq the
+ * server gave when the client began following it (the welcome's `seqs` for its u: stream and
+ * 'all', the join reply's `seq` for a group), so a reconnect replays exactly what was missed
+ * and nothing from before the user was there. (With a server that gives no seqs, pushes older
+ * than the moment of following are skipped instead, to within the welcome clock's second.)
+ * When the epoch changed, the seqs are reset for the new epoch. Pushes without a seq
  * (c: streams, "store":false) cannot be resumed; those sent while disconnected are lost.
  * The first connection does not resume: load the initial state from your backend.
  *
@@ -257,7 +259,7 @@
 
     join(group) {
       return this.request({ type: 'join', group: group }).then((data) => {
-        this._joined(group);
+        this._joined(group, data && data.seq);
         return data;
       });
     }
@@ -463,8 +465,9 @@
       this._clockOffsetMs = f.time * 1000 - Date.now();
       const prevEpoch = this._epoch;
       this._epoch = f.epoch;
-      this._follow('all');
-      if (this._uid) this._follow('u:' + this._uid);
+      const seqs = f.seqs || {};
+      this._follow('all', seqs.all);
+      if (this._uid) this._follow('u:' + this._uid, seqs['u:' + this._uid]);
       this._emit('welcome', f);
       this._scheduleHeartbeat(Math.min(this._opt.heartbeatMs, f.heartbeat > 0 ? f.heartbeat * 1000 : Infinity));
 
@@ -546,14 +549,20 @@
       this._emit('push', p);
     }
 
-    /** Starts tracking `stream` from now (server time), unless it is tracked already. */
-    _follow(stream) {
-      if (!this._streams[stream]) this._streams[stream] = { seq: 0, since: Date.now() + this._clockOffsetMs };
+    /**
+     * Starts tracking `stream`, unless it is tracked already: from `seq` when the server said
+     * where its live pushes start (welcome `seqs`, the join reply's `seq`), else from now
+     * (server time) for servers that do not say.
+     */
+    _follow(stream, seq) {
+      if (this._streams[stream]) return;
+      this._streams[stream] =
+        typeof seq === 'number' ? { seq: seq, since: 0 } : { seq: 0, since: Date.now() + this._clockOffsetMs };
     }
 
-    _joined(group) {
+    _joined(group, seq) {
       if (this._groups.indexOf(group) < 0) this._groups.push(group);
-      this._follow('g:' + group);
+      this._follow('g:' + group, seq);
     }
 
     // ------------------------------------------------------------ frames out

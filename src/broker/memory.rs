@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use serde_json::value::RawValue;
 
-use super::{Broker, BrokerError, Published, Resumed};
+use super::{Broker, BrokerError, Greeting, Published, Resumed};
 use crate::{
     hub::{history::History, Conn, GroupInfo, Hub, Sent, Target},
     metrics::Metrics,
@@ -118,9 +118,33 @@ impl Broker for MemoryBroker {
         Ok(self.hub.uid_conns(uid).len())
     }
 
-    async fn join(&self, conn: &Arc<Conn>, group: &str) -> Result<(), BrokerError> {
+    async fn attach(
+        &self,
+        conn: &Arc<Conn>,
+        max_connections: usize,
+        welcome: Greeting<'_>,
+    ) -> Result<bool, BrokerError> {
+        let mut streams = vec!["all".to_string()];
+        if let Some(uid) = conn.uid() {
+            streams.push(format!("u:{uid}"));
+        }
+        let logs: Vec<_> = streams.iter().map(|s| self.history.existing(s)).collect();
+        // Always `all` before `u:`; pushes take one stream lock at a time.
+        let guards: Vec<_> = logs.iter().map(|l| l.as_ref().map(|l| l.lock())).collect();
+        let seqs: Vec<(String, u64)> = streams
+            .into_iter()
+            .zip(&guards)
+            .map(|(s, g)| (s, g.as_ref().map_or(0, |g| g.seq())))
+            .collect();
+        conn.send(&welcome(&seqs));
+        Ok(self.hub.register(conn, max_connections))
+    }
+
+    async fn join(&self, conn: &Arc<Conn>, group: &str) -> Result<u64, BrokerError> {
+        let log = self.history.existing(&format!("g:{group}"));
+        let guard = log.as_ref().map(|l| l.lock());
         self.hub.join(conn, group);
-        Ok(())
+        Ok(guard.map_or(0, |g| g.seq()))
     }
 
     async fn leave(&self, conn: &Arc<Conn>, group: &str) -> Result<bool, BrokerError> {

@@ -14,7 +14,14 @@ use serde_json::value::RawValue;
 
 pub use memory::MemoryBroker;
 
-use crate::hub::{Conn, GroupInfo, Target};
+use crate::{
+    hub::{Conn, GroupInfo, Target},
+    protocol::Frame,
+};
+
+/// Builds a connection's `welcome` from the current `seq` of each stream it reads from
+/// the start (`all`, and `u:<uid>` when bound).
+pub type Greeting<'a> = &'a (dyn Fn(&[(String, u64)]) -> Frame + Send + Sync);
 
 /// The broker cannot do what was asked (for example, Redis is unreachable): answered with
 /// HTTP 503 or the frame error `unavailable`, never with a false success.
@@ -60,11 +67,23 @@ pub trait Broker: Send + Sync + 'static {
         after: u64,
     ) -> Result<Resumed, BrokerError>;
 
+    /// Queues `welcome` and registers `conn`, with no push to its streams in between: the
+    /// `seq`s the welcome carries are exactly where its live pushes start. False when the
+    /// node already holds `max_connections`.
+    async fn attach(
+        &self,
+        conn: &Arc<Conn>,
+        max_connections: usize,
+        welcome: Greeting<'_>,
+    ) -> Result<bool, BrokerError>;
+
     /// How many live connections `uid` has, cluster-wide.
     async fn online(&self, uid: &str) -> Result<usize, BrokerError>;
 
-    /// A connection joins or leaves a group (client `join`/`leave`, API `{"conn"}`).
-    async fn join(&self, conn: &Arc<Conn>, group: &str) -> Result<(), BrokerError>;
+    /// A connection joins a group (client `join`); returns the group stream's current
+    /// `seq`, after which every push reaches the connection live.
+    async fn join(&self, conn: &Arc<Conn>, group: &str) -> Result<u64, BrokerError>;
+    /// A connection leaves a group (client `leave`); false if it was not in it.
     async fn leave(&self, conn: &Arc<Conn>, group: &str) -> Result<bool, BrokerError>;
 
     /// Makes `uid` a member of `group` with its live and future connections, or removes it.

@@ -57,8 +57,8 @@ async fn membership(app: &App, conn: &Arc<Conn>, msg: &ClientMessage) -> Answer 
                 "clients may not join groups on this server",
             ));
         }
-        app.broker.join(conn, &group).await?;
-        Ok(reply_json(msg, json!({ "joined": group })))
+        let seq = app.broker.join(conn, &group).await?;
+        Ok(reply_json(msg, json!({ "joined": group, "seq": seq })))
     } else {
         app.broker.leave(conn, &group).await?;
         Ok(reply_json(msg, json!({ "left": group })))

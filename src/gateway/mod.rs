@@ -146,17 +146,27 @@ async fn upgrade(
             false
         }
         Ok(_) => {
-            conn.send(&protocol::welcome(
-                conn.id(),
-                conn.uid().map(|u| &**u),
-                &app.node_id,
-                app.broker.epoch(),
-                app.config.heartbeat.interval_secs,
-            ));
-            if app.hub.register(&conn, limits.max_connections) {
+            let (node, epoch) = (&app.node_id, app.broker.epoch());
+            let heartbeat = app.config.heartbeat.interval_secs;
+            let welcome = |seqs: &[(String, u64)]| {
+                protocol::welcome(
+                    conn.id(),
+                    conn.uid().map(|u| &**u),
+                    node,
+                    epoch,
+                    heartbeat,
+                    seqs,
+                )
+            };
+            let attached = app
+                .broker
+                .attach(&conn, limits.max_connections, &welcome)
+                .await;
+            if matches!(attached, Ok(true)) {
                 app.metrics.handshake("ok");
                 true
             } else {
+                // Full, or the broker cannot register it: either way, come back later.
                 app.metrics.handshake("server_full");
                 conn.discard_queue();
                 conn.close(close::SERVER_FULL, "server full");

@@ -38,6 +38,11 @@ pub struct Replay {
 }
 
 impl StreamLog {
+    /// The stream's latest `seq` (0 before its first stored push).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
     /// The next `seq` of this stream (not yet recorded).
     pub fn next_seq(&mut self) -> u64 {
         self.seq += 1;
