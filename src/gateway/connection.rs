@@ -136,11 +136,10 @@ impl Link {
             return peer;
         }
         loop {
-            if conn.close_request().is_some() {
+            // One lock: take frames when the last batch is written, and see a close request.
+            let take = if self.out.is_empty() { BATCH } else { 0 };
+            if conn.take_frames(&mut self.out, take) {
                 return Peer::Open;
-            }
-            if self.out.is_empty() {
-                conn.take_frames(&mut self.out, BATCH);
             }
             tokio::select! {
                 biased;

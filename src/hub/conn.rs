@@ -163,14 +163,15 @@ impl Conn {
         self.wake.notified().await;
     }
 
-    /// Moves up to `max` queued frames to `out`.
-    pub(crate) fn take_frames(&self, out: &mut VecDeque<Frame>, max: usize) {
+    /// Moves up to `max` queued frames to `out`; returns whether a close is requested.
+    pub(crate) fn take_frames(&self, out: &mut VecDeque<Frame>, max: usize) -> bool {
         let mut shared = self.shared.lock();
         let n = shared.queue.len().min(max);
         out.extend(shared.queue.drain(..n));
         if shared.queue.is_empty() && shared.queue.capacity() > QUEUE_KEEP {
             shared.queue = VecDeque::new();
         }
+        shared.close.is_some()
     }
 
     /// Drops whatever is still queued (the client had its chance to read it).
