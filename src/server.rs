@@ -76,6 +76,23 @@ fn default_node_id() -> String {
     format!("{host}-{}", crate::random_id(6))
 }
 
+/// Pending connections the kernel may queue before we accept them. std's `bind` asks for
+/// 128, which drops SYNs when thousands of clients reconnect at once (after a deploy or a
+/// network blip); the kernel caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: i32 = 4096;
+
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
 /// Builds a server: a configuration plus any Rust handlers.
 pub struct ServerBuilder {
     config: Config,
@@ -92,7 +109,7 @@ impl ServerBuilder {
 
     /// Binds `server.listen` (port 0 picks a free port) and starts serving.
     pub async fn start(self) -> io::Result<Server> {
-        let listener = TcpListener::bind(self.config.listen_addr())?;
+        let listener = bind(self.config.listen_addr())?;
         self.start_on(listener).await
     }
 
