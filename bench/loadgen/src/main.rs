@@ -62,6 +62,10 @@ struct Opts {
     key: Option<String>,
     #[arg(long, default_value_t = 1000, global = true)]
     clients: usize,
+    /// Index of the first client (its uid is `u<index>`): lets several loadgen processes
+    /// share one server without sharing uids.
+    #[arg(long, default_value_t = 0, global = true)]
+    first: usize,
     /// New connections per second while ramping up.
     #[arg(long, default_value_t = 5000, global = true)]
     ramp: u64,
@@ -227,7 +231,9 @@ async fn connect_all(opts: &Opts) -> (Vec<Ws>, Duration, usize) {
         tick.tick().await;
         for _ in 0..per_tick.min(opts.clients - i) {
             let opts = opts.clone();
-            tasks.push(tokio::spawn(async move { connect(&opts, i).await }));
+            tasks.push(tokio::spawn(
+                async move { connect(&opts, opts.first + i).await },
+            ));
             i += 1;
         }
     }
@@ -352,7 +358,7 @@ async fn fanout(
         let mut trigger_opts = opts.clone();
         trigger_opts.token = None;
         Some(
-            connect(&trigger_opts, opts.clients)
+            connect(&trigger_opts, opts.first + opts.clients)
                 .await
                 .expect("trigger client connects"),
         )
@@ -363,6 +369,7 @@ async fn fanout(
     let first_send = clock.micros();
     let mut tick = tokio::time::interval(Duration::from_millis(interval_ms.max(1)));
     let mut frame_bytes = 0;
+    let mut in_flight = Vec::new();
     for _ in 0..pushes {
         tick.tick().await;
         let data = json!({ "t": clock.micros(), "pad": padding });
@@ -375,13 +382,24 @@ async fn fanout(
         } else {
             let body = json!({ "all": true, "data": data });
             frame_bytes = body.to_string().len() + 60;
-            http.post(format!("{}/api/push", opts.api))
+            // Open loop, like the peers' trigger: the next push leaves on schedule even
+            // while earlier ones are still being answered (the pool opens more
+            // connections as needed).
+            let request = http
+                .post(format!("{}/api/push", opts.api))
                 .bearer_auth(opts.key.as_deref().unwrap_or_default())
                 .json(&body)
-                .send()
-                .await
-                .expect("push accepted");
+                .send();
+            in_flight.push(tokio::spawn(request));
         }
+    }
+    for push in in_flight {
+        let answer = push.await.expect("push task").expect("push sent");
+        assert!(
+            answer.status().is_success(),
+            "push refused: {}",
+            answer.status()
+        );
     }
     let expected = pushes * n;
     let (got, last, samples) = listeners.finish(expected, Duration::from_secs(30)).await;
