@@ -99,8 +99,10 @@ impl Frame {
         )
     }
 
+    /// A heartbeat ping: the same two static bytes for every connection.
     pub fn ping() -> Frame {
-        Frame::new(Self::PING, &[])
+        const PING: [u8; 2] = [0x80 | Frame::PING, 0];
+        Frame(Bytes::from_static(&PING))
     }
 
     /// A pong echoing the client's ping payload (at most 125 bytes, as the protocol says).

@@ -230,10 +230,15 @@ impl Link {
         Ok(())
     }
 
-    /// Reads what the socket has now. `Ok(0)` means the client closed its side.
+    /// Reads what the socket has now (at most [`READ_CHUNK`]; a socket with more stays
+    /// readable). Bytes land on the stack first and only what arrived is kept on the heap:
+    /// thousands of idle connections answering a heartbeat at once then allocate a few
+    /// bytes each, not a 4 KiB buffer each that the allocator could not give back.
+    /// `Ok(0)` means the client closed its side.
     fn read_some(&mut self) -> io::Result<usize> {
-        self.read_buf.reserve(READ_CHUNK);
-        let n = self.io.try_read_buf(&mut self.read_buf)?;
+        let mut chunk = [0u8; READ_CHUNK];
+        let n = self.io.try_read(&mut chunk)?;
+        self.read_buf.extend_from_slice(&chunk[..n]);
         Ok(n)
     }
 
