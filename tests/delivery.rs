@@ -18,6 +18,12 @@ async fn pushes(c: &mut Client, n: usize) -> Vec<Value> {
     out
 }
 
+/// Sends `resume` from `streams` and returns the reply's data.
+async fn resume(c: &mut Client, streams: Value, epoch: &Value) -> Value {
+    let msg = json!({"type": "resume", "streams": streams, "epoch": epoch});
+    c.request("resume", msg).await["data"].clone()
+}
+
 fn seqs(frames: &[Value]) -> Vec<u64> {
     frames.iter().map(|f| f["seq"].as_u64().unwrap()).collect()
 }
@@ -115,13 +121,10 @@ async fn resume_on_a_connection_that_saw_everything_live_replays_nothing() {
     srv.push(json!({"uid": "u1", "data": 1})).await;
     srv.push(json!({"uid": "u1", "data": 2})).await;
     pushes(&mut c, 2).await;
-    let r = c
-        .request(
-            "r",
-            json!({"type": "resume", "streams": {"u:u1": 0}, "epoch": w["epoch"]}),
-        )
-        .await;
-    assert_eq!(r["data"], json!({"resumed": 0, "complete": true}));
+    assert_eq!(
+        resume(&mut c, json!({"u:u1": 0}), &w["epoch"]).await,
+        json!({"resumed": 0, "complete": true})
+    );
 }
 
 #[tokio::test]
@@ -134,22 +137,16 @@ async fn resume_ignores_streams_the_connection_may_not_read() {
     srv.push(json!({"conn": w["conn"], "data": "direct"})).await;
     c.next().await; // the direct push
     let streams = json!({"u:u2": 0, "g:g1": 0, "c:x": 0, "nonsense": 0});
-    let r = c
-        .request(
-            "r",
-            json!({"type": "resume", "streams": streams, "epoch": w["epoch"]}),
-        )
-        .await;
-    assert_eq!(r["data"], json!({"resumed": 0, "complete": true}));
+    assert_eq!(
+        resume(&mut c, streams, &w["epoch"]).await,
+        json!({"resumed": 0, "complete": true})
+    );
     // Once a member, the group's history is readable.
     c.request("j", json!({"type": "join", "group": "g1"})).await;
-    let r = c
-        .request(
-            "r2",
-            json!({"type": "resume", "streams": {"g:g1": 0}, "epoch": w["epoch"]}),
-        )
-        .await;
-    assert_eq!(r["data"], json!({"resumed": 1, "complete": true}));
+    assert_eq!(
+        resume(&mut c, json!({"g:g1": 0}), &w["epoch"]).await,
+        json!({"resumed": 1, "complete": true})
+    );
     let e = c
         .request(
             "bad",
@@ -171,13 +168,10 @@ async fn pushes_between_welcome_and_resume_are_not_sent_twice() {
     // Seq 4 arrives live before the client asks to resume from 0.
     srv.push(json!({"uid": "u1", "data": 4})).await;
     assert_eq!(c.next().await["seq"], 4);
-    let r = c
-        .request(
-            "r",
-            json!({"type": "resume", "streams": {"u:u1": 0}, "epoch": w["epoch"]}),
-        )
-        .await;
-    assert_eq!(r["data"], json!({"resumed": 3, "complete": true}));
+    assert_eq!(
+        resume(&mut c, json!({"u:u1": 0}), &w["epoch"]).await,
+        json!({"resumed": 3, "complete": true})
+    );
     srv.push(json!({"uid": "u1", "data": 5})).await;
     assert_eq!(c.next().await["seq"], 5);
 }
@@ -200,13 +194,10 @@ async fn welcome_and_join_say_where_live_pushes_start() {
     assert_eq!(c.next().await["seq"], 4);
     // Resuming from those numbers replays nothing and misses nothing.
     let streams = json!({"all": 3, "u:u1": 1, "g:g": 3});
-    let r = c
-        .request(
-            "r",
-            json!({"type": "resume", "streams": streams, "epoch": w["epoch"]}),
-        )
-        .await;
-    assert_eq!(r["data"], json!({"resumed": 0, "complete": true}));
+    assert_eq!(
+        resume(&mut c, streams, &w["epoch"]).await,
+        json!({"resumed": 0, "complete": true})
+    );
 }
 
 #[tokio::test]
