@@ -201,6 +201,35 @@ async fn welcome_and_join_say_where_live_pushes_start() {
 }
 
 #[tokio::test]
+async fn group_pushes_between_join_and_resume_are_not_sent_twice() {
+    let srv = TestServer::start().await;
+    // g1 is joined by the client, g2 through the API membership of its uid.
+    let (status, _) = srv
+        .api("POST", "/api/groups/g2/members", Some(json!({"uid": "u1"})))
+        .await;
+    assert_eq!(status, 200);
+    for i in 1..=2 {
+        srv.push(json!({"group": "g1", "data": i})).await;
+        srv.push(json!({"group": "g2", "data": i})).await;
+    }
+    let (mut c, w) = srv.connect(Some("u1")).await;
+    let r = c.request("j", json!({"type": "join", "group": "g1"})).await;
+    assert_eq!(r["data"]["seq"], 2);
+    srv.push(json!({"group": "g1", "data": "live"})).await;
+    srv.push(json!({"group": "g2", "data": "live"})).await;
+    let live = pushes(&mut c, 2).await;
+    assert!(live.iter().all(|p| p["seq"] == 3 && p["data"] == "live"));
+    c.send(json!({"type": "resume", "id": "r", "streams": {"g:g1": 0, "g:g2": 0}, "epoch": w["epoch"]}))
+        .await;
+    let replayed = pushes(&mut c, 4).await;
+    assert!(replayed.iter().all(|p| p["seq"] != 3), "{replayed:?}");
+    assert_eq!(
+        c.next().await["data"],
+        json!({"resumed": 4, "complete": true})
+    );
+}
+
+#[tokio::test]
 async fn concurrent_pushers_keep_seq_order_without_gaps() {
     let srv = TestServer::start().await;
     let (mut a, _) = srv.connect(Some("u1")).await;

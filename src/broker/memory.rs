@@ -48,6 +48,19 @@ impl MemoryBroker {
     }
 }
 
+impl MemoryBroker {
+    /// Puts `conn` in `group` under the group stream's lock; returns the stream's seq,
+    /// after which every push reaches the connection live.
+    fn join_live(&self, conn: &Arc<Conn>, group: &str) -> u64 {
+        let stream = format!("g:{group}");
+        let log = self.history.stream(&stream);
+        let log = log.lock();
+        self.hub.join(conn, group);
+        conn.live_after(&stream, log.seq());
+        log.seq()
+    }
+}
+
 #[async_trait]
 impl Broker for MemoryBroker {
     fn epoch(&self) -> &str {
@@ -70,7 +83,7 @@ impl Broker for MemoryBroker {
         };
         let Some(log) = log else {
             let frame = protocol::push(&stream, None, data, time);
-            let delivered = self.hub.deliver(target, &stream, None, &frame);
+            let delivered = self.hub.deliver(target, &frame);
             return Ok(Published {
                 delivered,
                 seq: None,
@@ -83,7 +96,7 @@ impl Broker for MemoryBroker {
         if let Some(seq) = seq {
             log.record(seq, frame.clone(), self.history.size);
         }
-        let delivered = self.hub.deliver(target, &stream, seq, &frame);
+        let delivered = self.hub.deliver(target, &frame);
         Ok(Published { delivered, seq })
     }
 
@@ -125,26 +138,36 @@ impl Broker for MemoryBroker {
         welcome: Greeting<'_>,
     ) -> Result<bool, BrokerError> {
         let mut streams = vec!["all".to_string()];
+        let mut groups = Vec::new();
         if let Some(uid) = conn.uid() {
             streams.push(format!("u:{uid}"));
+            // The groups the connection joins on arrival, in a fixed (sorted) order.
+            groups = self.hub.groups_of_uid(uid);
         }
-        let logs: Vec<_> = streams.iter().map(|s| self.history.existing(s)).collect();
-        // Always `all` before `u:`; pushes take one stream lock at a time.
-        let guards: Vec<_> = logs.iter().map(|l| l.as_ref().map(|l| l.lock())).collect();
+        let group_streams: Vec<String> = groups.iter().map(|g| format!("g:{g}")).collect();
+        // Created if absent (an empty stream is swept within a minute), so no push can
+        // slip between reading a seq and registering. Always `all` before `u:`; pushes
+        // take one stream lock at a time.
+        let logs: Vec<_> = streams
+            .iter()
+            .chain(&group_streams)
+            .map(|s| self.history.stream(s))
+            .collect();
+        let guards: Vec<_> = logs.iter().map(|l| l.lock()).collect();
+        for (stream, guard) in streams.iter().chain(&group_streams).zip(&guards) {
+            conn.live_after(stream, guard.seq());
+        }
         let seqs: Vec<(String, u64)> = streams
             .into_iter()
             .zip(&guards)
-            .map(|(s, g)| (s, g.as_ref().map_or(0, |g| g.seq())))
+            .map(|(s, g)| (s, g.seq()))
             .collect();
         conn.send(&welcome(&seqs));
         Ok(self.hub.register(conn, max_connections))
     }
 
     async fn join(&self, conn: &Arc<Conn>, group: &str) -> Result<u64, BrokerError> {
-        let log = self.history.existing(&format!("g:{group}"));
-        let guard = log.as_ref().map(|l| l.lock());
-        self.hub.join(conn, group);
-        Ok(guard.map_or(0, |g| g.seq()))
+        Ok(self.join_live(conn, group))
     }
 
     async fn leave(&self, conn: &Arc<Conn>, group: &str) -> Result<bool, BrokerError> {
@@ -152,7 +175,13 @@ impl Broker for MemoryBroker {
     }
 
     async fn add_uid_to_group(&self, group: &str, uid: &str) -> Result<(), BrokerError> {
+        let stream = format!("g:{group}");
+        let log = self.history.stream(&stream);
+        let log = log.lock();
         self.hub.add_uid_to_group(group, uid);
+        for conn in self.hub.uid_conns(uid) {
+            conn.live_after(&stream, log.seq());
+        }
         Ok(())
     }
 
@@ -164,7 +193,7 @@ impl Broker for MemoryBroker {
     async fn add_conn_to_group(&self, group: &str, conn: &str) -> Result<bool, BrokerError> {
         Ok(match self.hub.get(conn) {
             Some(c) => {
-                self.hub.join(&c, group);
+                self.join_live(&c, group);
                 true
             }
             None => false,

@@ -54,11 +54,12 @@ pub struct Conn {
     wake: Notify,
     /// Groups this connection belongs to, and whether it has left the hub for good.
     groups: Mutex<(Vec<Arc<str>>, bool)>,
-    /// Until the client resumes (or the resume window passes), the first `seq` it was
-    /// sent live on each stream: a replay stops just before it, so nothing that arrived
-    /// between `welcome` and `resume` is sent twice or out of order.
+    /// Until the client resumes (or the resume window passes), each stream's `seq` at the
+    /// moment this connection started receiving it live (read under the stream's lock at
+    /// attach and join): a replay stops there, so nothing that arrived between `welcome`
+    /// and `resume` is sent twice or out of order.
     recording: AtomicBool,
-    first_live: Mutex<Vec<(Box<str>, u64)>>,
+    live_from: Mutex<Vec<(Box<str>, u64)>>,
 }
 
 /// Streams whose first live `seq` a connection remembers before it resumes.
@@ -94,7 +95,7 @@ impl Conn {
             wake: Notify::new(),
             groups: Mutex::new((Vec::new(), false)),
             recording: AtomicBool::new(true),
-            first_live: Mutex::new(Vec::new()),
+            live_from: Mutex::new(Vec::new()),
         })
     }
 
@@ -216,33 +217,34 @@ impl Conn {
         std::mem::take(&mut g.0)
     }
 
-    /// Notes that push `seq` of `stream` was queued live (see `first_live`).
-    pub(crate) fn note_live(&self, stream: &str, seq: u64) {
+    /// Records that live pushes of `stream` reach this connection after `seq`. Called with
+    /// the stream's lock held; the first record of a stream wins.
+    pub(crate) fn live_after(&self, stream: &str, seq: u64) {
         if !self.recording.load(Ordering::Relaxed) {
             return;
         }
-        let mut seen = self.first_live.lock();
+        let mut seen = self.live_from.lock();
         if seen.len() < MAX_RECORDED_STREAMS && !seen.iter().any(|(s, _)| &**s == stream) {
             seen.push((stream.into(), seq));
         }
     }
 
-    /// The first `seq` of `stream` this connection was sent live, if it is still recording.
+    /// The first `seq` of `stream` this connection receives live, if it is still recording.
     pub fn first_live(&self, stream: &str) -> Option<u64> {
         if !self.recording.load(Ordering::Relaxed) {
             return None;
         }
-        self.first_live
+        self.live_from
             .lock()
             .iter()
             .find(|(s, _)| &**s == stream)
-            .map(|(_, seq)| *seq)
+            .map(|(_, seq)| seq + 1)
     }
 
-    /// Stops recording first live pushes (after a resume, or when the window passes).
+    /// Stops recording where live pushes start (after a resume, or when the window passes).
     pub fn stop_recording(&self) {
         self.recording.store(false, Ordering::Relaxed);
-        *self.first_live.lock() = Vec::new();
+        *self.live_from.lock() = Vec::new();
     }
 }
 

@@ -201,6 +201,17 @@ impl Hub {
         self.conns.get(conn_id).map(|c| c.clone())
     }
 
+    /// The groups `uid` belongs to through the API (its connections join them on arrival).
+    pub fn groups_of_uid(&self, uid: &str) -> Vec<Arc<str>> {
+        let mut groups: Vec<Arc<str>> = self
+            .uid_groups
+            .get(uid)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default();
+        groups.sort();
+        groups
+    }
+
     /// Live connections of `uid` on this node.
     pub fn uid_conns(&self, uid: &str) -> Vec<Arc<Conn>> {
         self.uids.get(uid).map(|l| l.clone()).unwrap_or_default()
@@ -278,16 +289,11 @@ impl Hub {
     }
 
     /// Writes one serialised frame to every local connection of `target`; returns how
-    /// many queues accepted it. `seq` is the push's place in `stream`, if stored.
-    pub fn deliver(&self, target: &Target, stream: &str, seq: Option<u64>, frame: &Frame) -> usize {
+    /// many queues accepted it.
+    pub fn deliver(&self, target: &Target, frame: &Frame) -> usize {
         let mut delivered = 0;
         let mut offer = |conn: &Arc<Conn>| match conn.send(frame) {
-            Sent::Queued => {
-                delivered += 1;
-                if let Some(seq) = seq {
-                    conn.note_live(stream, seq);
-                }
-            }
+            Sent::Queued => delivered += 1,
             Sent::Overflow => self.metrics.dropped("slow_consumer"),
             Sent::Closed => self.metrics.dropped("closed"),
         };
@@ -377,10 +383,7 @@ mod tests {
         h.add_uid_to_group("g", "u1");
         let a = conn(&h, "a", Some("u1"));
         assert!(a.in_group("g"));
-        assert_eq!(
-            h.deliver(&Target::Group("g".into()), "g:g", None, &Frame::text("hi")),
-            1
-        );
+        assert_eq!(h.deliver(&Target::Group("g".into()), &Frame::text("hi")), 1);
         let mut out = std::collections::VecDeque::new();
         a.take_frames(&mut out, 10);
         assert_eq!(out, [Frame::text("hi")]);
