@@ -304,23 +304,26 @@ async fn kick(_: ApiKey, app: web::Data<App>, body: web::Json<Kick>) -> Answer {
     ok(json!({ "kicked": kicked }))
 }
 
+/// Per node (every live node of the cluster, this one first) and summed.
 async fn stats(_: ApiKey, app: web::Data<App>) -> Answer {
-    let counts = app.hub.counts();
-    let totals = app.metrics.totals();
-    let node = json!({
-        "node": app.node_id,
-        "connections": counts.connections,
-        "uids": counts.uids,
-        "groups": counts.groups,
-        "frames_in": totals.frames_in,
-        "frames_out": totals.frames_out,
-        "pushes": totals.pushes,
-        "deliveries": totals.deliveries,
-        "drops": totals.drops,
-    });
-    let mut total = node.clone();
-    total.as_object_mut().expect("an object").remove("node");
-    ok(json!({ "nodes": [node], "total": total }))
+    let nodes = match app.broker.nodes().await? {
+        Some(nodes) => nodes,
+        None => vec![crate::metrics::node_stats(
+            &app.node_id,
+            &app.hub,
+            &app.metrics,
+        )],
+    };
+    let mut total = serde_json::Map::new();
+    for node in &nodes {
+        for (key, value) in node.as_object().into_iter().flatten() {
+            if let Some(n) = value.as_u64() {
+                let sum = total.get(key).and_then(|v| v.as_u64()).unwrap_or(0) + n;
+                total.insert(key.clone(), sum.into());
+            }
+        }
+    }
+    ok(json!({ "nodes": nodes, "total": total }))
 }
 
 async fn time() -> HttpResponse {

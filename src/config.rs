@@ -385,10 +385,13 @@ impl Config {
                 "`heartbeat.interval_secs` must be smaller than `heartbeat.timeout_secs`",
             ));
         }
-        if self.broker.url.is_some() {
-            return Err(err(
-                "`broker.url`: cluster mode on Redis is not available in this version; remove the key to run one in-memory node",
-            ));
+        if let Some(url) = &self.broker.url {
+            let scheme = url.expose().split_once("://").map(|(s, _)| s);
+            if !matches!(scheme, Some("redis" | "rediss")) {
+                return Err(err(
+                    "`broker.url` must be a redis:// or rediss:// URL (e.g. redis://:password@10.0.0.5:6379/0)",
+                ));
+            }
         }
         if self.legacy.text_listen.is_some() {
             return Err(err(

@@ -134,3 +134,20 @@ impl Metrics {
         out
     }
 }
+
+/// One node's line in `GET /api/stats` (also what a cluster node publishes about itself).
+pub fn node_stats(node: &str, hub: &crate::hub::Hub, metrics: &Metrics) -> serde_json::Value {
+    let counts = hub.counts();
+    let totals = metrics.totals();
+    serde_json::json!({
+        "node": node,
+        "connections": counts.connections,
+        "uids": counts.uids,
+        "groups": counts.groups,
+        "frames_in": totals.frames_in,
+        "frames_out": totals.frames_out,
+        "pushes": totals.pushes,
+        "deliveries": totals.deliveries,
+        "drops": totals.drops,
+    })
+}

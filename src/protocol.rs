@@ -185,6 +185,24 @@ pub fn push(stream: &str, seq: Option<u64>, data: &RawValue, time_ms: i64) -> Fr
     })
 }
 
+/// A `push` frame's JSON text split around its `seq` value, for a broker that numbers the
+/// push elsewhere (the Redis broker's script): `before + seq + after` is the frame's text.
+pub fn push_template(stream: &str, data: &RawValue, time_ms: i64) -> (String, String) {
+    let text = serde_json::to_string(&Push {
+        stream,
+        seq: None,
+        data,
+        time: time_ms,
+    })
+    .expect("server frames always serialise");
+    // `stream` is made of name characters and comes before `seq`: the first match is it.
+    let at = text.find("\"seq\":null").expect("a push has a seq") + "\"seq\":".len();
+    (
+        text[..at].to_string(),
+        text[at + "null".len()..].to_string(),
+    )
+}
+
 #[derive(Serialize)]
 #[serde(tag = "type", rename = "reply")]
 struct ReplyFrame<'a> {
@@ -356,6 +374,14 @@ mod tests {
             std::str::from_utf8(frame.payload()).unwrap(),
             r#"{"type":"push","stream":"u:u1","seq":3,"data":{"big":12345678901234567890,"f":1.0},"time":5}"#
         );
+    }
+
+    #[test]
+    fn push_template_joins_into_the_numbered_frame() {
+        let data = RawValue::from_string("{\"seq\":null}".into()).unwrap();
+        let (before, after) = push_template("g:a", &data, 5);
+        let text = format!("{before}7{after}");
+        assert_eq!(text.as_bytes(), push("g:a", Some(7), &data, 5).payload());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use actix_web::{dev::AppConfig, web};
 
 use crate::{
     api,
-    broker::{Broker, MemoryBroker},
+    broker::{Broker, MemoryBroker, RedisBroker},
     config::Config,
     gateway,
     handlers::{Handler, Handlers},
@@ -118,17 +118,32 @@ impl ServerBuilder {
         let config = self.config;
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(config.limits.max_conns_per_uid, metrics.clone()));
-        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(
-            hub.clone(),
-            metrics.clone(),
-            config.history.size,
-            Duration::from_secs(config.history.ttl_secs),
-        ));
         let node_id = config
             .server
             .node_id
             .clone()
             .unwrap_or_else(default_node_id);
+        let ttl = Duration::from_secs(config.history.ttl_secs);
+        let broker: Arc<dyn Broker> = match &config.broker.url {
+            None => Arc::new(MemoryBroker::new(
+                hub.clone(),
+                metrics.clone(),
+                config.history.size,
+                ttl,
+            )),
+            Some(url) => Arc::new(
+                RedisBroker::connect(
+                    url.expose(),
+                    hub.clone(),
+                    metrics.clone(),
+                    node_id.clone(),
+                    config.history.size,
+                    ttl,
+                )
+                .await
+                .map_err(io::Error::other)?,
+            ),
+        };
         let app = Arc::new(App {
             conn_prefix: format!("c{}.", crate::random_id(6)),
             conn_seq: AtomicU64::new(1),
@@ -231,6 +246,7 @@ impl Server {
         while self.app.live.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        self.app.broker.stop().await;
         self.handle.stop(true).await;
         self.task.await.map_err(io::Error::other)?
     }

@@ -127,6 +127,14 @@ impl Broker for MemoryBroker {
         })
     }
 
+    async fn detach(&self, conn: &Arc<Conn>) {
+        self.hub.unregister(conn);
+    }
+
+    async fn bind(&self, conn: &Arc<Conn>, uid: &str) -> Result<bool, BrokerError> {
+        Ok(self.hub.bind(conn, uid))
+    }
+
     async fn online(&self, uid: &str) -> Result<usize, BrokerError> {
         Ok(self.hub.uid_conns(uid).len())
     }

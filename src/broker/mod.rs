@@ -6,6 +6,7 @@
 //! same trait. The gateway, the handlers and the HTTP API only ever talk to `dyn Broker`.
 
 mod memory;
+mod redis;
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use async_trait::async_trait;
 use serde_json::value::RawValue;
 
 pub use memory::MemoryBroker;
+pub use redis::RedisBroker;
 
 use crate::{
     hub::{Conn, GroupInfo, Target},
@@ -77,6 +79,12 @@ pub trait Broker: Send + Sync + 'static {
         welcome: Greeting<'_>,
     ) -> Result<bool, BrokerError>;
 
+    /// Takes a connection that ended out of the hub and out of cluster-wide presence.
+    async fn detach(&self, conn: &Arc<Conn>);
+
+    /// Gives an anonymous connection a uid (client `bind`); false if it already had one.
+    async fn bind(&self, conn: &Arc<Conn>, uid: &str) -> Result<bool, BrokerError>;
+
     /// How many live connections `uid` has, cluster-wide.
     async fn online(&self, uid: &str) -> Result<usize, BrokerError>;
 
@@ -100,4 +108,12 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the broker can currently serve (for `/readyz`).
     async fn ready(&self) -> bool;
+
+    /// Every live node's stats (this one's first), when there are other nodes to ask.
+    async fn nodes(&self) -> Result<Option<Vec<serde_json::Value>>, BrokerError> {
+        Ok(None)
+    }
+
+    /// Leaves the cluster at shutdown, after the connections closed.
+    async fn stop(&self) {}
 }

@@ -107,7 +107,7 @@ pub async fn run(
     };
     let peer = if admitted {
         let peer = link.serve().await;
-        app.hub.unregister(&conn);
+        app.broker.detach(&conn).await;
         peer
     } else {
         Peer::Open

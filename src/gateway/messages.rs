@@ -21,7 +21,7 @@ pub async fn handle(app: Arc<App>, conn: Arc<Conn>, msg: ClientMessage) {
     let answer = match msg.ty() {
         "join" | "leave" => membership(&app, &conn, &msg).await,
         "resume" => resume(&app, &conn, &msg).await,
-        "bind" => bind(&app, &conn, &msg),
+        "bind" => bind(&app, &conn, &msg).await,
         ty => match app.handlers.find(ty) {
             Some(handler) => {
                 let ctx = Ctx::new(conn.clone(), app.broker.clone());
@@ -98,7 +98,7 @@ fn may_read(conn: &Conn, stream: &str) -> bool {
     stream.strip_prefix("g:").is_some_and(|g| conn.in_group(g))
 }
 
-fn bind(app: &App, conn: &Arc<Conn>, msg: &ClientMessage) -> Answer {
+async fn bind(app: &App, conn: &Arc<Conn>, msg: &ClientMessage) -> Answer {
     if !app.config.auth.allow_client_bind {
         return Err(HandlerError::new(
             code::FORBIDDEN,
@@ -109,7 +109,7 @@ fn bind(app: &App, conn: &Arc<Conn>, msg: &ClientMessage) -> Answer {
     if !valid_uid(&uid) {
         return Err(HandlerError::bad_request("invalid uid"));
     }
-    if !app.hub.bind(conn, &uid) {
+    if !app.broker.bind(conn, &uid).await? {
         return Err(HandlerError::bad_request(
             "this connection already has a uid",
         ));

@@ -167,9 +167,13 @@ async fn upgrade(
                 true
             } else {
                 // Full, or the broker cannot register it: either way, come back later.
+                let reason = match attached {
+                    Err(_) => "broker unavailable: try again later",
+                    _ => "server full",
+                };
                 app.metrics.handshake("server_full");
                 conn.discard_queue();
-                conn.close(close::SERVER_FULL, "server full");
+                conn.close(close::SERVER_FULL, reason);
                 false
             }
         }

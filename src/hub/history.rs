@@ -31,8 +31,8 @@ pub struct StreamLog {
 
 /// What a replay found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Replay {
-    pub frames: Vec<Frame>,
+pub struct Replay<T = Frame> {
+    pub frames: Vec<T>,
     /// False when history no longer reaches back to the requested point.
     pub complete: bool,
 }
@@ -77,34 +77,54 @@ impl StreamLog {
         {
             self.entries.pop_front();
         }
-        if after >= self.seq {
-            return Replay {
-                frames: Vec::new(),
-                complete: after == self.seq,
-            };
-        }
-        // Pushes from `until` on already reached this connection live.
-        let upper = until.map_or(self.seq + 1, |u| u.min(self.seq + 1));
-        if after + 1 >= upper {
-            return Replay {
-                frames: Vec::new(),
-                complete: true,
-            };
-        }
-        let oldest = self.entries.front().map_or(self.seq + 1, |e| e.seq);
-        Replay {
-            frames: self
-                .entries
-                .iter()
-                .filter(|e| e.seq > after && e.seq < upper)
-                .map(|e| e.frame.clone())
-                .collect(),
-            complete: oldest <= after + 1,
-        }
+        select(
+            self.seq,
+            self.entries.iter().map(|e| (e.seq, e.frame.clone())),
+            after,
+            until,
+        )
     }
 
     fn idle(&self, now: Instant, ttl: Duration) -> bool {
         self.last.is_none_or(|t| now.duration_since(t) > ttl)
+    }
+}
+
+/// Which kept pushes a `resume` after `after` re-sends, given the stream's latest `seq`
+/// and `kept` (unexpired pushes, oldest first): those before `until` (where the
+/// connection's live pushes start), and whether history still reaches back to `after`.
+pub fn select<T>(
+    seq: u64,
+    kept: impl IntoIterator<Item = (u64, T)>,
+    after: u64,
+    until: Option<u64>,
+) -> Replay<T> {
+    if after >= seq {
+        // A client claiming more than the stream ever had is out of step.
+        return Replay {
+            frames: Vec::new(),
+            complete: after == seq,
+        };
+    }
+    // Pushes from `until` on already reached this connection live.
+    let upper = until.map_or(seq + 1, |u| u.min(seq + 1));
+    if after + 1 >= upper {
+        return Replay {
+            frames: Vec::new(),
+            complete: true,
+        };
+    }
+    let mut oldest = seq + 1;
+    let mut frames = Vec::new();
+    for (s, item) in kept {
+        oldest = oldest.min(s);
+        if s > after && s < upper {
+            frames.push(item);
+        }
+    }
+    Replay {
+        frames,
+        complete: oldest <= after + 1,
     }
 }
 

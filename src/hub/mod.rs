@@ -197,6 +197,16 @@ impl Hub {
             .remove_if(group, |_, g| g.conns.is_empty() && g.uids.is_empty());
     }
 
+    /// Every live connection of this node.
+    pub fn snapshot(&self) -> Vec<Arc<Conn>> {
+        self.conns.iter().map(|e| e.value().clone()).collect()
+    }
+
+    /// How many of this node's connections are in `group`.
+    pub fn group_len(&self, group: &str) -> usize {
+        self.groups.get(group).map_or(0, |g| g.conns.len())
+    }
+
     pub fn get(&self, conn_id: &str) -> Option<Arc<Conn>> {
         self.conns.get(conn_id).map(|c| c.clone())
     }

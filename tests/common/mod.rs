@@ -34,6 +34,7 @@ pub struct TestServer {
     pub server: Option<Server>,
     pub addr: std::net::SocketAddr,
     pub http: reqwest::Client,
+    _redis: Option<RedisServer>,
 }
 
 impl TestServer {
@@ -42,10 +43,30 @@ impl TestServer {
     }
 
     /// Starts a server from the base config changed by `edit`.
+    /// Starts a server from the base config changed by `edit`. With
+    /// `MINIPUSH_TEST_BROKER=redis` (the test command's second pass) each server gets a
+    /// private redis-server as its broker: the same tests then check the Redis broker.
     pub async fn start_with(edit: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = base_config();
+        let redis = (std::env::var("MINIPUSH_TEST_BROKER").as_deref() == Ok("redis")).then(|| {
+            let redis = RedisServer::start();
+            config.broker.url = Some(minipush::config::Secret::new(redis.url()));
+            redis
+        });
         edit(&mut config);
-        Self::from_builder(Server::builder(config)).await
+        let mut server = Self::from_builder(Server::builder(config)).await;
+        server._redis = redis;
+        server
+    }
+
+    /// A handle on a server running elsewhere (a child process) at `addr`.
+    pub fn remote(addr: std::net::SocketAddr) -> TestServer {
+        TestServer {
+            server: None,
+            addr,
+            http: reqwest::Client::new(),
+            _redis: None,
+        }
     }
 
     pub async fn from_builder(builder: ServerBuilder) -> TestServer {
@@ -54,6 +75,7 @@ impl TestServer {
             addr: server.addr(),
             server: Some(server),
             http: reqwest::Client::new(),
+            _redis: None,
         }
     }
 
@@ -425,4 +447,83 @@ pub fn proc_status_kb(pid: u32, field: &str) -> u64 {
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// A private `redis-server` on a free loopback port, with an append-only file so that a
+/// restart keeps its data (as production Redis should). Killed when dropped.
+pub struct RedisServer {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("minipush-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut redis = RedisServer {
+            port,
+            dir,
+            child: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts (again) on the same port and data directory; waits until it answers.
+    pub fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test installs it)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::time::Instant::now() < deadline {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                use std::io::{Read, Write};
+                let mut pong = [0u8; 7];
+                if s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut pong).is_ok() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    /// Kills the server (its data stays on disk for `restart`).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
