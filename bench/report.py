@@ -97,6 +97,15 @@ CASES = {
             ("p99 ms", lat("p99"), "{:.2f}", False),
         ],
     ),
+    "fanout-cluster": (
+        "Fan-out at saturation on the Redis broker: 1 node, 2 nodes (CPU counts Redis too)",
+        [
+            ("deliveries/s", field("deliveries_per_sec"), "{:,.0f}", True),
+            ("deliveries per server CPU-s", field("deliveries_per_cpu_sec"), "{:,.0f}", True),
+            ("server CPU s", field("server_cpu_secs"), "{:.2f}", None),
+            ("p99 ms", lat("p99"), "{:,.0f}", False),
+        ],
+    ),
     "idle-max": (
         "minipush at the per-process file limit (two loadgen processes, heartbeats running)",
         [
@@ -112,7 +121,8 @@ CASES = {
     ),
 }
 
-SERVERS = ["minipush", "tokio-tungstenite", "node-ws", "python-websockets"]
+SERVERS = ["minipush", "tokio-tungstenite", "node-ws", "python-websockets",
+           "minipush-redis-1node", "minipush-redis-2nodes"]
 
 # The targets: (text, case, column, test on the minipush median or ratio, goal text)
 TARGETS = [

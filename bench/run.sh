@@ -32,6 +32,10 @@
 #               IDLE_RAMP/2 each, held while heartbeats run (IDLE_MAX_WATCH [30] s > the
 #               25 s ping interval): RSS per connection once connected and after the
 #               watch, and the server's CPU use while idle.
+#   fanout-cluster  (minipush) fanout-sat on the Redis broker: one node, then two nodes with
+#               the clients split between them (the trigger pushes through the first);
+#               in-memory minipush alongside. The nodes and redis-server share CPU 0, and
+#               "server CPU" counts all of them, Redis included.
 # PUSH_BYTES [120] is the size of each push frame as the clients receive it.
 # Other knobs: REPS [3], SERVERS, CASES (space-separated subsets), SKIP_BUILD=1.
 set -euo pipefail
@@ -58,7 +62,8 @@ TARGETED_BATCH=${TARGETED_BATCH:-100}
 RAMP=${RAMP:-5000}          # connections/s for every case but idle
 REPS=${REPS:-3}
 SERVERS=${SERVERS:-"minipush tokio-tungstenite node-ws python-websockets"}
-CASES=${CASES:-"fanout-sat fanout-sus idle idle-burst echo targeted idle-max"}
+CASES=${CASES:-"fanout-sat fanout-sus idle idle-burst echo targeted idle-max fanout-cluster"}
+CLUSTER_SERVERS="minipush minipush-redis-1node minipush-redis-2nodes"
 
 SERVER_CPU=0
 LOADGEN_CPU=1
@@ -89,20 +94,70 @@ build() {
 }
 
 # ---------------------------------------------------------------------------- servers
-declare -A PORT=([minipush]=9601 [tokio-tungstenite]=9602 [node-ws]=9603 [python-websockets]=9604)
+declare -A PORT=([minipush]=9601 [tokio-tungstenite]=9602 [node-ws]=9603 [python-websockets]=9604
+  [minipush-redis-1node]=9611 [minipush-redis-2nodes]=9611)
+REDIS_PORT=9620
 # Bytes a server's push frame adds around the loadgen's padding, measured on the wire:
 # peers send {"type":"push","data":{"t":<8 digits>,"pad":"…"}} (46 bytes + pad);
 # minipush sends {"type":"push","stream":"all","seq":N,"data":{…},"time":<13 digits>}.
-declare -A FRAME_OVERHEAD=([minipush]=92 [tokio-tungstenite]=46 [node-ws]=46 [python-websockets]=46)
+declare -A FRAME_OVERHEAD=([minipush]=92 [tokio-tungstenite]=46 [node-ws]=46 [python-websockets]=46
+  [minipush-redis-1node]=92 [minipush-redis-2nodes]=92)
 SERVER_PID=
+CLUSTER_PIDS=() # a cluster's other processes: redis-server, then the nodes after the first
+CLUSTER_URLS=
+
+wait_port() { # port: waits until something listens there
+  local i
+  for i in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+      sleep 0.2
+      return 0
+    fi
+    sleep 0.1
+  done
+  log "error: nothing listens on port $1"
+  exit 1
+}
+
+start_node() { # port node-id [broker url]: a minipush node on CPU 0; prints its pid
+  env MINIPUSH_AUTH_TOKENS="$TOKEN" MINIPUSH_API_KEYS="$KEY" MINIPUSH_SERVER_LISTEN="127.0.0.1:$1" \
+    MINIPUSH_SERVER_NODE_ID="$2" ${3:+MINIPUSH_BROKER_URL="$3"} \
+    MINIPUSH_LIMITS_CLIENT_MSGS_PER_SEC=1000000 MINIPUSH_LIMITS_MAX_CONNECTIONS=200000 \
+    taskset -c $SERVER_CPU "$TARGET/minipush" serve 2>>"$LOG" >/dev/null &
+  echo $!
+}
+
+start_cluster() { # nodes: redis-server and that many nodes on CPU 0
+  local n=$1 i port pid
+  taskset -c $SERVER_CPU redis-server --bind 127.0.0.1 --port $REDIS_PORT --save "" \
+    --appendonly no >>"$LOG" 2>&1 &
+  CLUSTER_PIDS=($!)
+  wait_port $REDIS_PORT
+  CLUSTER_URLS=
+  for i in $(seq "$n"); do
+    port=$((9610 + i))
+    pid=$(start_node $port "node$i" "redis://127.0.0.1:$REDIS_PORT/")
+    wait_port $port
+    if [ "$i" = 1 ]; then SERVER_PID=$pid; else CLUSTER_PIDS+=("$pid"); fi
+    CLUSTER_URLS+="${CLUSTER_URLS:+,}ws://127.0.0.1:$port/ws"
+  done
+}
 
 start_server() { # name
   local name=$1 port=${PORT[$1]}
   case $name in
   minipush)
-    MINIPUSH_AUTH_TOKENS=$TOKEN MINIPUSH_API_KEYS=$KEY MINIPUSH_SERVER_LISTEN=127.0.0.1:$port \
-      MINIPUSH_LIMITS_CLIENT_MSGS_PER_SEC=1000000 MINIPUSH_LIMITS_MAX_CONNECTIONS=200000 \
-      taskset -c $SERVER_CPU "$TARGET/minipush" serve 2>>"$LOG" >/dev/null &
+    SERVER_PID=$(start_node "$port" bench)
+    wait_port "$port"
+    return 0
+    ;;
+  minipush-redis-1node)
+    start_cluster 1
+    return 0
+    ;;
+  minipush-redis-2nodes)
+    start_cluster 2
+    return 0
     ;;
   tokio-tungstenite)
     taskset -c $SERVER_CPU "$PEER_TARGET/release/peer-tokio-tungstenite" "$port" 2>>"$LOG" &
@@ -128,16 +183,18 @@ start_server() { # name
 }
 
 stop_server() {
-  [ -n "$SERVER_PID" ] || return 0
-  kill -TERM "$SERVER_PID" 2>/dev/null || true
-  local i
-  for i in $(seq 50); do
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.1
+  local pid i
+  # The nodes first (they leave the cluster), redis-server last.
+  for pid in $SERVER_PID $(printf '%s\n' "${CLUSTER_PIDS[@]}" | tac); do
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
   done
-  kill -KILL "$SERVER_PID" 2>/dev/null || true
-  wait "$SERVER_PID" 2>/dev/null || true
-  SERVER_PID=
+  SERVER_PID= CLUSTER_PIDS=() CLUSTER_URLS=
 }
 trap 'stop_server' EXIT
 
@@ -145,10 +202,14 @@ trap 'stop_server' EXIT
 loadgen() { # name, loadgen arguments...: prints the loadgen's JSON line
   local name=$1 port=${PORT[$1]}
   shift
-  local auth=()
-  [ "$name" = minipush ] && auth=(--token "$TOKEN" --key "$KEY")
-  taskset -c $LOADGEN_CPU "$TARGET/loadgen" --url "ws://127.0.0.1:$port/ws" \
-    --api "http://127.0.0.1:$port" "${auth[@]}" --pid "$SERVER_PID" --label "$name" "$@" \
+  local auth=() urls="ws://127.0.0.1:$port/ws" pids=$SERVER_PID
+  [[ "$name" = minipush* ]] && auth=(--token "$TOKEN" --key "$KEY")
+  if [ -n "$CLUSTER_URLS" ]; then
+    urls=$CLUSTER_URLS
+    pids+=$(printf ',%s' "${CLUSTER_PIDS[@]}")
+  fi
+  taskset -c $LOADGEN_CPU "$TARGET/loadgen" --url "$urls" \
+    --api "http://127.0.0.1:$port" "${auth[@]}" --pid "$pids" --label "$name" "$@" \
     2>>"$LOG"
 }
 
@@ -175,7 +236,7 @@ run_case() { # case server warmup
   start_server "$name"
   drops=$(listen_drops)
   case $case in
-  fanout-sat)
+  fanout-sat | fanout-cluster)
     out=$(loadgen "$name" --clients "$CLIENTS" --ramp "$RAMP" fanout --pad "$(pad_for "$name")" \
       --pushes $((warm ? SAT_PUSHES / 10 : SAT_PUSHES)) --interval-ms "$SAT_INTERVAL_MS") || true
     ;;
@@ -335,10 +396,11 @@ for case in $CASES; do
   case $case in
   targeted) names=minipush subcases="targeted-single targeted-batch" ;;
   idle-max | idle-burst) names=minipush ;;
+  fanout-cluster) names=$CLUSTER_SERVERS ;;
   esac
   for sub in $subcases; do
     for name in $names; do
-      [[ " $SERVERS " == *" $name "* ]] || continue
+      [[ " $SERVERS $CLUSTER_SERVERS " == *" $name "* ]] || continue
       rep=0
       run_case "$sub" "$name" 1
       for rep in $(seq "$REPS"); do

@@ -47,9 +47,15 @@ struct Cli {
 
 #[derive(Args, Clone)]
 struct Opts {
-    /// WebSocket URL of the server under test.
-    #[arg(long, default_value = "ws://127.0.0.1:9501/ws", global = true)]
-    url: String,
+    /// WebSocket URL of the server under test; for a cluster, one per node, comma
+    /// separated: client i connects to URL i mod n.
+    #[arg(
+        long,
+        default_value = "ws://127.0.0.1:9501/ws",
+        global = true,
+        value_delimiter = ','
+    )]
+    url: Vec<String>,
     /// minipush: base URL of the HTTP API (the trigger for pushes).
     #[arg(long, default_value = "http://127.0.0.1:9501", global = true)]
     api: String,
@@ -72,9 +78,10 @@ struct Opts {
     /// Spread clients over 127.0.0.1..=127.0.0.K.
     #[arg(long, default_value_t = 16, global = true)]
     sources: u8,
-    /// The server's process id: CPU time and RSS are read from /proc/<pid>.
-    #[arg(long, global = true)]
-    pid: Option<u32>,
+    /// The server's process id (comma separated for a cluster's nodes): CPU time and RSS
+    /// are read from /proc/<pid> and summed.
+    #[arg(long, global = true, value_delimiter = ',')]
+    pid: Vec<u32>,
     /// A name for the server in the results line.
     #[arg(long, default_value = "minipush", global = true)]
     label: String,
@@ -147,9 +154,18 @@ fn stamp(text: &str) -> Option<u64> {
     digits[..end].parse().ok()
 }
 
-/// Server CPU seconds (user + system) and RSS in kB, from /proc.
-fn server_usage(pid: Option<u32>) -> Option<(f64, u64)> {
-    let pid = pid?;
+/// Server CPU seconds (user + system) and RSS in kB from /proc, summed over `pids`.
+fn server_usage(pids: &[u32]) -> Option<(f64, u64)> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().try_fold((0.0, 0), |(cpu, rss), pid| {
+        let (c, r) = process_usage(*pid)?;
+        Some((cpu + c, rss + r))
+    })
+}
+
+fn process_usage(pid: u32) -> Option<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -164,7 +180,8 @@ fn server_usage(pid: Option<u32>) -> Option<(f64, u64)> {
 }
 
 async fn connect(opts: &Opts, i: usize) -> Result<Ws, String> {
-    let url: url_parts::Parts = url_parts::parse(&opts.url)?;
+    let url_text = &opts.url[i % opts.url.len()];
+    let url: url_parts::Parts = url_parts::parse(url_text)?;
     let source = Ipv4Addr::new(127, 0, 0, 1 + (i % opts.sources.max(1) as usize) as u8);
     let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
     socket
@@ -175,8 +192,7 @@ async fn connect(opts: &Opts, i: usize) -> Result<Ws, String> {
         .await
         .map_err(|e| format!("connect: {e}"))?;
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut req = opts
-        .url
+    let mut req = url_text
         .as_str()
         .into_client_request()
         .map_err(|e| e.to_string())?;
@@ -365,7 +381,7 @@ async fn fanout(
     };
     let http = reqwest::Client::new();
     let padding = "x".repeat(pad);
-    let before = server_usage(opts.pid);
+    let before = server_usage(&opts.pid);
     let first_send = clock.micros();
     let mut tick = tokio::time::interval(Duration::from_millis(interval_ms.max(1)));
     let mut frame_bytes = 0;
@@ -403,7 +419,7 @@ async fn fanout(
     }
     let expected = pushes * n;
     let (got, last, samples) = listeners.finish(expected, Duration::from_secs(30)).await;
-    let after = server_usage(opts.pid);
+    let after = server_usage(&opts.pid);
     let span = last.saturating_sub(first_send).max(1) as f64 / 1e6;
     let cpu = match (before, after) {
         (Some(b), Some(a)) => Some(a.0 - b.0),
@@ -435,7 +451,7 @@ async fn targeted(opts: &Opts, pushes: u64, batch: usize, callers: usize) -> ser
     let listeners = Listeners::start(conns, clock);
     let http = reqwest::Client::new();
     let remaining = Arc::new(Mutex::new(pushes));
-    let before = server_usage(opts.pid);
+    let before = server_usage(&opts.pid);
     let first_send = clock.micros();
     let callers: Vec<_> = (0..callers.max(1))
         .map(|_| {
@@ -476,7 +492,7 @@ async fn targeted(opts: &Opts, pushes: u64, batch: usize, callers: usize) -> ser
     }
     let sent_done = clock.micros();
     let (delivered, _, samples) = listeners.finish(pushes, Duration::from_secs(10)).await;
-    let after = server_usage(opts.pid);
+    let after = server_usage(&opts.pid);
     let secs = (sent_done - first_send).max(1) as f64 / 1e6;
     json!({
         "workload": "targeted",
@@ -493,13 +509,13 @@ async fn targeted(opts: &Opts, pushes: u64, batch: usize, callers: usize) -> ser
 }
 
 async fn idle(opts: &Opts, hold_secs: u64) -> serde_json::Value {
-    let before = server_usage(opts.pid);
+    let before = server_usage(&opts.pid);
     let (conns, ramp_time, failed) = connect_all(opts).await;
     let n = conns.len();
     // Keep reading so the clients answer the server's pings while they are held.
     let listeners = Listeners::start(conns, Clock(Instant::now()));
     tokio::time::sleep(Duration::from_secs(hold_secs)).await;
-    let after = server_usage(opts.pid);
+    let after = server_usage(&opts.pid);
     listeners.finish(0, Duration::ZERO).await;
     let per_conn = match (before, after) {
         (Some(b), Some(a)) if n > 0 => Some((a.1.saturating_sub(b.1) * 1024) as f64 / n as f64),
@@ -521,7 +537,7 @@ async fn echo(opts: &Opts, secs: u64) -> serde_json::Value {
     let (conns, _, failed) = connect_all(opts).await;
     let n = conns.len();
     let clock = Clock(Instant::now());
-    let before = server_usage(opts.pid);
+    let before = server_usage(&opts.pid);
     let stop = clock.micros() + secs * 1_000_000;
     let tasks: Vec<_> = conns
         .into_iter()
@@ -558,7 +574,7 @@ async fn echo(opts: &Opts, secs: u64) -> serde_json::Value {
             samples.extend(s);
         }
     }
-    let after = server_usage(opts.pid);
+    let after = server_usage(&opts.pid);
     let trips = samples.len();
     json!({
         "workload": "echo",
