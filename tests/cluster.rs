@@ -272,3 +272,29 @@ async fn a_redis_outage_is_reported_and_healed() {
         (Some("after"), Some(2))
     );
 }
+
+#[tokio::test]
+async fn a_password_in_the_url_is_used_and_never_shown() {
+    let redis = RedisServer::start_with(&["--requirepass", "s3cret-pw"]);
+    let with = |password: &str| format!("redis://:{password}@127.0.0.1:{}/", redis.port);
+    let mut config = common::base_config();
+    config.broker.url = Some(minipush::config::Secret::new(with("wrong-pw")));
+    let err = minipush::Server::start(config)
+        .await
+        .err()
+        .expect("a wrong password stops start-up");
+    let message = err.to_string();
+    assert!(message.contains("broker.url"), "{message}");
+    assert!(!message.contains("wrong-pw"), "{message}");
+
+    let url = with("s3cret-pw");
+    let a =
+        TestServer::start_with(move |c| c.broker.url = Some(minipush::config::Secret::new(url)))
+            .await;
+    let (mut client, _) = a.connect(Some("u1")).await;
+    assert_eq!(
+        a.push(json!({"uid":"u1","data":"ok"})).await["delivered"],
+        1
+    );
+    assert_eq!(client.next_where(is_push).await["data"], "ok");
+}

@@ -454,11 +454,17 @@ pub fn proc_status_kb(pid: u32, field: &str) -> u64 {
 pub struct RedisServer {
     pub port: u16,
     dir: std::path::PathBuf,
+    args: Vec<String>,
     child: Option<std::process::Child>,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// Starts with extra `redis-server` arguments (e.g. `--requirepass`).
+    pub fn start_with(args: &[&str]) -> RedisServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -470,6 +476,7 @@ impl RedisServer {
         let mut redis = RedisServer {
             port,
             dir,
+            args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         redis.restart();
@@ -494,6 +501,7 @@ impl RedisServer {
             ])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.args)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server must be installed (scripts/test installs it)");
@@ -502,8 +510,9 @@ impl RedisServer {
         while std::time::Instant::now() < deadline {
             if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
                 use std::io::{Read, Write};
-                let mut pong = [0u8; 7];
-                if s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut pong).is_ok() {
+                // Any answer (`+PONG`, or `-NOAUTH` with a password) means it is up.
+                let mut answer = [0u8; 1];
+                if s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut answer).is_ok() {
                     return;
                 }
             }
