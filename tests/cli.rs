@@ -12,17 +12,7 @@ use serde_json::json;
 const BIN: &str = env!("CARGO_BIN_EXE_minipush");
 
 fn run(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(BIN)
-        .args(args)
-        .env_remove("MINIPUSH_AUTH_TOKENS")
-        .env_remove("MINIPUSH_API_KEYS")
-        .output()
-        .expect("the binary runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    run_cli(args, &[])
 }
 
 #[test]
