@@ -135,11 +135,7 @@ async fn serve_dev_prints_a_working_example_and_shuts_down_with_1001() {
     assert_ne!(token, key);
 
     // The printed token signs tickets, the printed key pushes.
-    let srv = TestServer {
-        server: None,
-        addr,
-        http: reqwest::Client::new(),
-    };
+    let srv = TestServer::at(addr);
     let mut c = srv
         .open(Some(&ticket(&token, now_secs(), Some("demo"))))
         .await;

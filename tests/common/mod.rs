@@ -57,9 +57,16 @@ impl TestServer {
 
     pub async fn from_builder(builder: ServerBuilder) -> TestServer {
         let server = builder.start().await.expect("server starts");
+        let mut ts = Self::at(server.addr());
+        ts.server = Some(server);
+        ts
+    }
+
+    /// A plain server already running elsewhere (e.g. a spawned binary) at `addr`.
+    pub fn at(addr: std::net::SocketAddr) -> TestServer {
         TestServer {
-            addr: server.addr(),
-            server: Some(server),
+            server: None,
+            addr,
             http: reqwest::Client::new(),
             cert: None,
         }
