@@ -38,6 +38,17 @@ fn substitute(text: &str, from: &str, to: &str) -> String {
     text.replace(from, to)
 }
 
+/// Runs `cmd` and asserts that it exits 0, showing its output otherwise.
+fn succeeds(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -131,17 +142,7 @@ fn systemd_analyze_verifies_the_unit() {
     let dir = TempDir::new("systemd");
     let path = dir.path().join("minipush.service");
     std::fs::write(&path, unit).unwrap();
-    let out = Command::new(analyze)
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "systemd-analyze verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(Command::new(analyze).arg("verify").arg(&path));
 }
 
 /// A private nginx instance running `deploy/nginx/minipush.conf`; killed when dropped.
@@ -216,16 +217,7 @@ fn nginx_accepts_the_shipped_file() {
     );
     let cert = TestCert::new();
     let (args, _) = nginx_setup(cert.dir.path(), &cert, "127.0.0.1:9501".parse().unwrap());
-    let out = Command::new(nginx_bin())
-        .arg("-t")
-        .args(&args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "nginx -t: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(Command::new(nginx_bin()).arg("-t").args(&args));
 }
 
 async fn start_nginx(upstream: SocketAddr, cert: &TestCert) -> Nginx {

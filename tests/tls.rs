@@ -24,6 +24,12 @@ async fn a_wss_client_receives_pushes_sent_over_https() {
         .request("1", json!({"type":"echo","data":{"a":1}}))
         .await;
     assert_eq!(reply["data"], json!({"echo":{"a":1}}));
+    // A frame much larger than one read: rustls holds the rest, already decrypted.
+    let text = "y".repeat(60_000);
+    let reply = client
+        .request("2", json!({"type":"echo","data":text}))
+        .await;
+    assert_eq!(reply["data"]["echo"].as_str().map(str::len), Some(60_000));
 
     // A push far larger than a TLS record, then many small ones: all arrive, in order.
     let big = "x".repeat(300_000);

@@ -193,10 +193,10 @@ impl Socket for TlsStream<TcpStream> {
     }
 }
 
-/// Writes all of `bytes` and anything waiting before them.
+/// Writes all of `bytes` and anything waiting before them, waiting for writability only
+/// when the socket is full.
 pub async fn write_all<S: Socket>(io: &mut S, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() || io.pending_output() {
-        io.writable().await?;
         let wrote = if bytes.is_empty() {
             io.flush_pending().map(|()| 0)
         } else {
@@ -205,7 +205,7 @@ pub async fn write_all<S: Socket>(io: &mut S, mut bytes: &[u8]) -> io::Result<()
         match wrote {
             Ok(0) if !bytes.is_empty() => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => io.writable().await?,
             Err(e) => return Err(e),
         }
     }
