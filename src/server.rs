@@ -154,10 +154,6 @@ impl ServerBuilder {
             ),
             _ => None,
         };
-        let legacy = match app.config.legacy.text_listen {
-            Some(at) => Some(LegacyPort::start(app.clone(), at).await?),
-            None => None,
-        };
         // actix-web serves every route; upgrade requests (WebSockets) go to the gateway
         // with their raw socket (TCP, or TLS over TCP), so no HTTP-layer buffers stay
         // attached to a connection.
@@ -166,8 +162,9 @@ impl ServerBuilder {
             .shutdown_timeout(app.config.server.shutdown_grace_secs)
             // Our own limit answers 4009 after the upgrade; leave room above it.
             .max_concurrent_connections(app.config.limits.max_connections.saturating_add(1024));
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let factory_app = app.clone();
-        let server = match tls.clone() {
+        let server = match tls {
             None => server.listen("minipush", listener, move || {
                 HttpService::build()
                     .local_addr(addr)
@@ -182,11 +179,17 @@ impl ServerBuilder {
                     .finish(http_routes(&factory_app))
                     .rustls_0_23(tls.clone())
             })?,
-        }
-        .run();
+        };
+        // Bound last, so that a failure above leaves no text port running.
+        let legacy = match app.config.legacy.text_listen {
+            Some(at) => Some(LegacyPort::start(app.clone(), at).await.map_err(|e| {
+                io::Error::new(e.kind(), format!("`legacy.text_listen` {at}: {e}"))
+            })?),
+            None => None,
+        };
+        let server = server.run();
         let handle = server.handle();
         let task = tokio::spawn(server);
-        let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(%addr, scheme, node = %app.node_id, "minipush listening");
         Ok(Server {
             addr,

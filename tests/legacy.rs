@@ -155,3 +155,15 @@ async fn several_connections_at_once_and_the_port_closes_with_the_server() {
         "the port is closed"
     );
 }
+
+#[tokio::test]
+async fn a_taken_text_port_stops_start_up_naming_the_key() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = base_config();
+    config.legacy.text_listen = Some(taken.local_addr().unwrap());
+    let err = minipush::Server::start(config)
+        .await
+        .err()
+        .expect("start-up fails");
+    assert!(err.to_string().contains("legacy.text_listen"), "{err}");
+}
