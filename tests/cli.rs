@@ -43,8 +43,8 @@ fn sign_prints_the_known_vector() {
 
 #[test]
 fn check_config_names_the_offending_key() {
-    let dir = std::env::temp_dir().join(format!("minipush-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir::new("cli");
+    let dir = tmp.path();
     let good = dir.join("good.toml");
     std::fs::write(
         &good,
