@@ -355,10 +355,16 @@ impl Config {
                 ));
             }
         }
-        if s.tls_cert.is_some() || s.tls_key.is_some() {
-            return Err(err(
-                "`server.tls_cert`/`server.tls_key`: built-in TLS is not available in this version; run behind the reverse proxy in deploy/",
-            ));
+        match (&s.tls_cert, &s.tls_key) {
+            (None, None) => {}
+            (Some(cert), Some(key)) => {
+                crate::tls::server_config(cert, key).map_err(err)?;
+            }
+            _ => {
+                return Err(err(
+                    "`server.tls_cert` and `server.tls_key` must be set together (or neither)",
+                ))
+            }
         }
         let positive = [
             ("heartbeat.interval_secs", self.heartbeat.interval_secs),
@@ -392,11 +398,6 @@ impl Config {
                     "`broker.url` must be a redis:// or rediss:// URL (e.g. redis://:password@10.0.0.5:6379/0)",
                 ));
             }
-        }
-        if self.legacy.text_listen.is_some() {
-            return Err(err(
-                "`legacy.text_listen`: the Workerman text port is not available in this version",
-            ));
         }
         for (i, up) in self.upstream.iter().enumerate() {
             let key = format!("upstream[{i}]");
@@ -561,6 +562,31 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("upstream[0].types"), "{e}");
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_readable_ones() {
+        let e = load(&format!("{MIN}[server]\ntls_cert = \"/x.pem\"\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("must be set together"), "{e}");
+        let e = load(
+            MIN,
+            &[
+                ("MINIPUSH_SERVER_TLS_CERT", "/nonexistent/cert.pem"),
+                ("MINIPUSH_SERVER_TLS_KEY", "/nonexistent/key.pem"),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("`server.tls_cert`"), "{e}");
+    }
+
+    #[test]
+    fn legacy_text_listen_is_accepted() {
+        let c = load(
+            &format!("{MIN}[legacy]\ntext_listen = \"127.0.0.1:5678\"\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.legacy.text_listen, Some(([127, 0, 0, 1], 5678).into()));
     }
 
     #[test]

@@ -18,6 +18,8 @@
 //! - [`api`]: the HTTP API for backends and operators.
 //! - [`metrics`]: counters and the Prometheus text.
 //! - [`demo`]: the browser demo page and dev tickets (`serve --dev` only).
+//! - [`legacy`]: the Workerman-compatible text port (`legacy.text_listen`).
+//! - [`tls`]: built-in TLS (`server.tls_cert`, `server.tls_key`).
 //! - [`server`]: wiring, start and graceful shutdown.
 //!
 //! ```no_run
@@ -37,10 +39,12 @@ pub mod demo;
 pub mod gateway;
 pub mod handlers;
 pub mod hub;
+pub mod legacy;
 pub mod metrics;
 pub mod protocol;
 pub mod push;
 pub mod server;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{Server, ServerBuilder};

@@ -172,8 +172,13 @@ fn fill_dev_secrets(config: &mut Config) -> DevSecrets {
 fn print_dev_banner(config: &Config, addr: std::net::SocketAddr, s: &DevSecrets) {
     let ts = now_secs();
     let sig = auth::sign(&s.token, ts, Some("demo"));
-    let ws = format!("ws://{addr}{}", config.server.ws_path);
-    let http = format!("http://{addr}");
+    let (ws, http) = if config.server.tls_cert.is_some() {
+        ("wss", "https")
+    } else {
+        ("ws", "http")
+    };
+    let ws = format!("{ws}://{addr}{}", config.server.ws_path);
+    let http = format!("{http}://{addr}");
     println!(
         r#"minipush (dev mode) listening on {http}
   client token: {token}

@@ -1,5 +1,6 @@
 //! Wiring: builds the shared [`App`] state from a [`Config`], binds the listener, runs the
-//! actix-web server, and shuts it down gracefully (every client gets 1001 first).
+//! actix-web server (over TLS when `server.tls_cert` is set) and the legacy text port,
+//! and shuts them down gracefully (every client gets 1001 first).
 
 use std::{
     io,
@@ -14,7 +15,11 @@ use std::{
 use actix_http::HttpService;
 use actix_server::ServerHandle;
 use actix_service::{map_config, IntoServiceFactory, ServiceFactoryExt};
-use actix_web::{dev::AppConfig, web};
+use actix_web::{
+    body::BoxBody,
+    dev::{AppConfig, ServiceResponse},
+    web,
+};
 
 use crate::{
     api,
@@ -23,6 +28,7 @@ use crate::{
     gateway,
     handlers::{Handler, Handlers},
     hub::{Hub, Target},
+    legacy::LegacyPort,
     metrics::Metrics,
     protocol::close,
 };
@@ -156,50 +162,89 @@ impl ServerBuilder {
             config,
         });
         let addr = listener.local_addr()?;
-        let ws_path = app.config.server.ws_path.clone();
-        let json = api::json_config(app.config.api.max_body_bytes);
-        let dev = app.config.dev;
-        let data = web::Data::from(app.clone());
-        let factory_app = app.clone();
+        let tls = match (&app.config.server.tls_cert, &app.config.server.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                crate::tls::server_config(cert, key)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+            ),
+            _ => None,
+        };
         // actix-web serves every route; upgrade requests (WebSockets) go to the gateway
-        // with their raw socket, so no HTTP-layer buffers stay attached to a connection.
+        // with their raw socket (TCP, or TLS over TCP), so no HTTP-layer buffers stay
+        // attached to a connection.
         let server = actix_server::Server::build()
             .disable_signals()
             .shutdown_timeout(app.config.server.shutdown_grace_secs)
             // Our own limit answers 4009 after the upgrade; leave room above it.
-            .max_concurrent_connections(app.config.limits.max_connections.saturating_add(1024))
-            .listen("minipush", listener, move || {
-                let routes = actix_web::App::new()
-                    .app_data(data.clone())
-                    .app_data(json.clone())
-                    .route(&ws_path, web::get().to(gateway::not_websocket))
-                    .configure(api::routes)
-                    .configure(|cfg| {
-                        if dev {
-                            crate::demo::routes(cfg)
-                        }
-                    })
-                    .default_service(web::to(api::not_found));
-                let routes = routes
-                    .into_factory()
-                    .map_err(|err: actix_web::Error| err.error_response());
+            .max_concurrent_connections(app.config.limits.max_connections.saturating_add(1024));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let factory_app = app.clone();
+        let server = match tls {
+            None => server.listen("minipush", listener, move || {
                 HttpService::build()
                     .local_addr(addr)
                     .upgrade(gateway::upgrade_service(factory_app.clone()))
-                    .finish(map_config(routes, |_| AppConfig::default()))
+                    .finish(http_routes(&factory_app))
                     .tcp()
-            })?
-            .run();
+            })?,
+            Some(tls) => server.listen("minipush-tls", listener, move || {
+                HttpService::build()
+                    .local_addr(addr)
+                    .upgrade(gateway::upgrade_service(factory_app.clone()))
+                    .finish(http_routes(&factory_app))
+                    .rustls_0_23(tls.clone())
+            })?,
+        };
+        // Bound last, so that a failure above leaves no text port running.
+        let legacy = match app.config.legacy.text_listen {
+            Some(at) => Some(LegacyPort::start(app.clone(), at).await.map_err(|e| {
+                io::Error::new(e.kind(), format!("`legacy.text_listen` {at}: {e}"))
+            })?),
+            None => None,
+        };
+        let server = server.run();
         let handle = server.handle();
         let task = tokio::spawn(server);
-        tracing::info!(%addr, node = %app.node_id, "minipush listening");
+        tracing::info!(%addr, scheme, node = %app.node_id, "minipush listening");
         Ok(Server {
             addr,
             handle,
             app,
             task,
+            legacy,
         })
     }
+}
+
+/// Every HTTP route (API, health, metrics, demo with `--dev`) as one service factory.
+fn http_routes(
+    app: &Arc<App>,
+) -> impl actix_service::ServiceFactory<
+    actix_http::Request,
+    Config = (),
+    Response = ServiceResponse<BoxBody>,
+    Error = actix_web::HttpResponse,
+    InitError = (),
+> {
+    let dev = app.config.dev;
+    let routes = actix_web::App::new()
+        .app_data(web::Data::from(app.clone()))
+        .app_data(api::json_config(app.config.api.max_body_bytes))
+        .route(
+            &app.config.server.ws_path,
+            web::get().to(gateway::not_websocket),
+        )
+        .configure(api::routes)
+        .configure(|cfg| {
+            if dev {
+                crate::demo::routes(cfg)
+            }
+        })
+        .default_service(web::to(api::not_found));
+    let routes = routes
+        .into_factory()
+        .map_err(|err: actix_web::Error| err.error_response());
+    map_config(routes, |_| AppConfig::default())
 }
 
 /// A running minipush server.
@@ -208,6 +253,7 @@ pub struct Server {
     handle: ServerHandle,
     app: Arc<App>,
     task: tokio::task::JoinHandle<io::Result<()>>,
+    legacy: Option<LegacyPort>,
 }
 
 impl Server {
@@ -228,6 +274,11 @@ impl Server {
         self.addr
     }
 
+    /// The address of the legacy text port, when `legacy.text_listen` is set.
+    pub fn legacy_addr(&self) -> Option<SocketAddr> {
+        self.legacy.as_ref().map(LegacyPort::addr)
+    }
+
     pub fn app(&self) -> &Arc<App> {
         &self.app
     }
@@ -236,6 +287,9 @@ impl Server {
     /// waits for them to finish, at most `server.shutdown_grace_secs`, then stops.
     pub async fn shutdown(self) -> io::Result<()> {
         self.handle.pause().await;
+        if let Some(legacy) = self.legacy {
+            legacy.stop().await;
+        }
         let n = self
             .app
             .hub

@@ -12,17 +12,7 @@ use serde_json::json;
 const BIN: &str = env!("CARGO_BIN_EXE_minipush");
 
 fn run(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(BIN)
-        .args(args)
-        .env_remove("MINIPUSH_AUTH_TOKENS")
-        .env_remove("MINIPUSH_API_KEYS")
-        .output()
-        .expect("the binary runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    run_cli(args, &[])
 }
 
 #[test]
@@ -53,8 +43,8 @@ fn sign_prints_the_known_vector() {
 
 #[test]
 fn check_config_names_the_offending_key() {
-    let dir = std::env::temp_dir().join(format!("minipush-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir::new("cli");
+    let dir = tmp.path();
     let good = dir.join("good.toml");
     std::fs::write(
         &good,
@@ -145,7 +135,7 @@ async fn serve_dev_prints_a_working_example_and_shuts_down_with_1001() {
     assert_ne!(token, key);
 
     // The printed token signs tickets, the printed key pushes.
-    let srv = TestServer::remote(addr);
+    let srv = TestServer::at(addr);
     let mut c = srv
         .open(Some(&ticket(&token, now_secs(), Some("demo"))))
         .await;

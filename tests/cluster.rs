@@ -298,3 +298,56 @@ async fn a_password_in_the_url_is_used_and_never_shown() {
     );
     assert_eq!(client.next_where(is_push).await["data"], "ok");
 }
+
+#[tokio::test]
+async fn rediss_urls_speak_tls_to_redis_verified_by_the_system_store() {
+    let cert = common::TestCert::new();
+    // The TLS port is a second free port; the plain one stays for the harness's PING.
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _redis = RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        cert.cert.to_str().unwrap(),
+        "--tls-key-file",
+        cert.key.to_str().unwrap(),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://localhost:{tls_port}/");
+    // The node trusts the certificate as operators trust a private CA: through the
+    // system store (`SSL_CERT_FILE`).
+    let node = common::spawn_binary(&[
+        ("MINIPUSH_BROKER_URL", &url),
+        ("SSL_CERT_FILE", cert.cert.to_str().unwrap()),
+    ])
+    .await;
+    let srv = TestServer::at(node.addr);
+    let ticket = common::ticket(&node.token, minipush::protocol::now_secs(), Some("t1"));
+    let mut client = srv.open(Some(&ticket)).await;
+    assert_eq!(client.next().await["type"], "welcome");
+    let push = json!({"uid":"t1","data":"tls"});
+    let (status, answer) = srv
+        .api_as(Some(&node.key), "POST", "/api/push", Some(push))
+        .await;
+    assert_eq!((status, answer["seq"].as_u64()), (200, Some(1)), "{answer}");
+    assert_eq!(client.next_where(is_push).await["data"], "tls");
+
+    // A node that does not trust Redis's certificate refuses to start.
+    let stranger = common::TestCert::new();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_minipush"))
+        .args(["serve", "--dev"])
+        .env("MINIPUSH_SERVER_LISTEN", "127.0.0.1:0")
+        .env("MINIPUSH_BROKER_URL", &url)
+        .env("SSL_CERT_FILE", stranger.cert.to_str().unwrap())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("broker.url"), "{stderr}");
+}

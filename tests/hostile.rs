@@ -21,7 +21,7 @@ async fn clients_that_stop_reading_cost_bounded_memory() {
     ])
     .await;
     let (pid, addr) = (server.child.id().unwrap(), server.addr);
-    let srv = TestServer::remote(addr);
+    let srv = TestServer::at(addr);
     let mut silent = Vec::new();
     for i in 0..5 {
         silent

@@ -25,9 +25,9 @@ use std::{
 use actix_codec::Decoder;
 use actix_http::ws::{self, Item, ProtocolError};
 use bytes::{Bytes, BytesMut};
-use tokio::{io::AsyncWriteExt, net::TcpStream, time::Instant};
+use tokio::{net::TcpStream, time::Instant};
 
-use super::messages;
+use super::{messages, socket::Socket};
 use crate::{
     hub::{conn::QUEUE_KEEP, Conn},
     protocol::{self, close, code, ClientMessage, Frame},
@@ -68,10 +68,10 @@ enum Peer {
 
 type Pending = Pin<Box<dyn Future<Output = ()>>>;
 
-struct Link {
+struct Link<S> {
     app: Arc<App>,
     conn: Arc<Conn>,
-    io: TcpStream,
+    io: S,
     codec: ws::Codec,
     read_buf: BytesMut,
     /// A fragmented message being assembled: its bytes and whether it is text.
@@ -85,10 +85,10 @@ struct Link {
 
 /// Runs a connection to its end. A refused connection (`admitted` false) already has its
 /// close request and only goes through the closing handshake.
-pub async fn run(
+pub async fn run<S: Socket>(
     app: Arc<App>,
     conn: Arc<Conn>,
-    io: TcpStream,
+    io: S,
     leftover: BytesMut,
     admitted: bool,
 ) {
@@ -116,7 +116,7 @@ pub async fn run(
     conn.discard_queue();
 }
 
-impl Link {
+impl<S: Socket> Link<S> {
     /// Serves until the connection must close; returns where the client stands.
     async fn serve(&mut self) -> Peer {
         let hb = &self.app.config.heartbeat;
@@ -145,7 +145,7 @@ impl Link {
                 biased;
                 // Frames queued or a close requested (even while a write waits).
                 () = conn.changed() => {}
-                ready = self.io.writable(), if !self.out.is_empty() => {
+                ready = self.io.writable(), if !self.out.is_empty() || self.io.pending_output() => {
                     if ready.is_err() || self.write_some().is_err() {
                         return Peer::Gone;
                     }
@@ -192,8 +192,15 @@ impl Link {
         }
     }
 
-    /// Writes as much of `out` as the socket takes now, in one vectored write.
+    /// Writes as much of `out` as the socket takes now, in one vectored write (or, with
+    /// nothing queued, what the socket still holds: TLS records).
     fn write_some(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return match self.io.flush_pending() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                other => other,
+            };
+        }
         let mut slices = [IoSlice::new(&[]); BATCH];
         let mut n = 0;
         for (i, frame) in self.out.iter().take(BATCH).enumerate() {
@@ -397,7 +404,7 @@ impl Link {
         }
         self.out.push_back(Frame::close(req.code, &req.reason));
         let flushed = tokio::time::timeout(CLOSE_WAIT, async {
-            while !self.out.is_empty() {
+            while !self.out.is_empty() || self.io.pending_output() {
                 self.io.writable().await?;
                 self.write_some()?;
             }
@@ -410,7 +417,7 @@ impl Link {
         if peer == Peer::Open {
             let _ = tokio::time::timeout(CLOSE_WAIT, self.await_close()).await;
         }
-        let _ = self.io.shutdown().await;
+        self.io.shutdown().await;
     }
 
     /// Reads until the client's close frame or the end of its stream.

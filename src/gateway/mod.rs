@@ -6,9 +6,15 @@
 //!
 //! Bad credentials and a full server still complete the upgrade, so the client can read
 //! the close code, and are closed at once; nothing is delivered to them.
+//!
+//! Everything here is generic over the [`Socket`]: plain TCP, or TLS when
+//! `server.tls_cert` is set ([`socket`] explains how).
 
 mod connection;
 mod messages;
+mod socket;
+
+pub use socket::Socket;
 
 use std::{io, sync::Arc};
 
@@ -17,7 +23,6 @@ use actix_http::{h1, ws, Request};
 use actix_service::{fn_service, ServiceFactory};
 use actix_web::{http::header::SEC_WEBSOCKET_PROTOCOL, HttpMessage, HttpResponse};
 use bytes::BytesMut;
-use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 use crate::{
     auth::{first_protocol, AuthError, Ticket},
@@ -36,40 +41,38 @@ pub async fn not_websocket() -> HttpResponse {
 }
 
 /// The service actix-http calls with each upgrade request and its socket.
-pub fn upgrade_service(
+pub fn upgrade_service<S: Socket>(
     app: Arc<App>,
 ) -> impl ServiceFactory<
-    (Request, Framed<TcpStream, h1::Codec>),
+    (Request, Framed<S, h1::Codec>),
     Config = (),
     Response = (),
     Error = actix_web::Error,
     InitError = (),
 > {
-    fn_service(
-        move |(req, framed): (Request, Framed<TcpStream, h1::Codec>)| {
-            let app = app.clone();
-            async move {
-                // Keep the socket and any bytes read past the request; drop HTTP buffers.
-                let parts = framed.into_parts();
-                let (mut io, leftover) = (parts.io, parts.read_buf);
-                drop(parts.write_buf);
-                let outcome = if req.path() != app.config.server.ws_path {
-                    refuse(&mut io, "404 Not Found", "not_found", "no such route").await
-                } else if ws::verify_handshake(req.head()).is_err() {
-                    let msg = "not a valid WebSocket upgrade";
-                    refuse(&mut io, "400 Bad Request", "not_websocket", msg).await
-                } else {
-                    let accept = accept_key(&req);
-                    upgrade(app, req, io, leftover, accept).await
-                };
-                // A socket error only ends this connection.
-                if let Err(e) = outcome {
-                    tracing::debug!("upgrade connection ended: {e}");
-                }
-                Ok(())
+    fn_service(move |(req, framed): (Request, Framed<S, h1::Codec>)| {
+        let app = app.clone();
+        async move {
+            // Keep the socket and any bytes read past the request; drop HTTP buffers.
+            let parts = framed.into_parts();
+            let (mut io, leftover) = (parts.io, parts.read_buf);
+            drop(parts.write_buf);
+            let outcome = if req.path() != app.config.server.ws_path {
+                refuse(&mut io, "404 Not Found", "not_found", "no such route").await
+            } else if ws::verify_handshake(req.head()).is_err() {
+                let msg = "not a valid WebSocket upgrade";
+                refuse(&mut io, "400 Bad Request", "not_websocket", msg).await
+            } else {
+                let accept = accept_key(&req);
+                upgrade(app, req, io, leftover, accept).await
+            };
+            // A socket error only ends this connection.
+            if let Err(e) = outcome {
+                tracing::debug!("upgrade connection ended: {e}");
             }
-        },
-    )
+            Ok(())
+        }
+    })
 }
 
 fn accept_key(req: &Request) -> String {
@@ -82,22 +85,22 @@ fn accept_key(req: &Request) -> String {
 }
 
 /// Answers a request that cannot be upgraded with a JSON error, then closes.
-async fn refuse(io: &mut TcpStream, status: &str, code: &str, message: &str) -> io::Result<()> {
+async fn refuse(io: &mut impl Socket, status: &str, code: &str, message: &str) -> io::Result<()> {
     let body = serde_json::json!({ "ok": false, "error": code, "message": message }).to_string();
     let head = format!(
         "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     );
-    io.write_all(head.as_bytes()).await?;
-    io.write_all(body.as_bytes()).await?;
-    io.shutdown().await
+    socket::write_all(io, format!("{head}{body}").as_bytes()).await?;
+    io.shutdown().await;
+    Ok(())
 }
 
 /// Verifies the ticket, answers `101`, and runs the connection (or its refusal).
-async fn upgrade(
+async fn upgrade<S: Socket>(
     app: Arc<App>,
     req: Request,
-    mut io: TcpStream,
+    mut io: S,
     leftover: BytesMut,
     accept: String,
 ) -> io::Result<()> {
@@ -128,8 +131,8 @@ async fn upgrade(
     }
     head.push_str("\r\n");
     drop(req);
-    connection::limit_unacked(&io, app.config.heartbeat.timeout_secs);
-    io.write_all(head.as_bytes()).await?;
+    connection::limit_unacked(io.tcp(), app.config.heartbeat.timeout_secs);
+    socket::write_all(&mut io, head.as_bytes()).await?;
 
     let limits = &app.config.limits;
     let uid = verdict.as_ref().ok().and_then(|t| t.uid.as_deref());

@@ -1,8 +1,13 @@
-//! Shared test harness: a real minipush server on 127.0.0.1:0, a signed WebSocket client
-//! (tokio-tungstenite) with `next(predicate)`, and a small HTTP API client (reqwest).
+//! Shared test harness: a real minipush server on 127.0.0.1:0 (plain, or with built-in
+//! TLS and a self-signed test certificate), a signed WebSocket client (tokio-tungstenite)
+//! with `next(predicate)`, a small HTTP API client (reqwest), and runners for the binary.
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::time::Duration;
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use futures_util::{SinkExt, StreamExt};
 use minipush::{auth::sign, protocol::now_secs, Config, Server, ServerBuilder};
@@ -14,7 +19,7 @@ use tokio_tungstenite::{
         protocol::{frame::coding::CloseCode, CloseFrame},
         Message,
     },
-    MaybeTlsStream, WebSocketStream,
+    Connector, MaybeTlsStream, WebSocketStream,
 };
 
 pub const TOKEN: &str = "test-token-0123456789";
@@ -35,6 +40,8 @@ pub struct TestServer {
     pub addr: std::net::SocketAddr,
     pub http: reqwest::Client,
     _redis: Option<RedisServer>,
+    /// With built-in TLS: the server's certificate, trusted by `http` and `open`.
+    pub cert: Option<TestCert>,
 }
 
 impl TestServer {
@@ -42,7 +49,6 @@ impl TestServer {
         Self::start_with(|_| {}).await
     }
 
-    /// Starts a server from the base config changed by `edit`.
     /// Starts a server from the base config changed by `edit`. With
     /// `MINIPUSH_TEST_BROKER=redis` (the test command's second pass) each server gets a
     /// private redis-server as its broker: the same tests then check the Redis broker.
@@ -59,58 +65,65 @@ impl TestServer {
         server
     }
 
-    /// A handle on a server running elsewhere (a child process) at `addr`.
-    pub fn remote(addr: std::net::SocketAddr) -> TestServer {
+    pub async fn from_builder(builder: ServerBuilder) -> TestServer {
+        let server = builder.start().await.expect("server starts");
+        let mut ts = Self::at(server.addr());
+        ts.server = Some(server);
+        ts
+    }
+
+    /// A plain server already running elsewhere (e.g. a spawned binary) at `addr`.
+    pub fn at(addr: std::net::SocketAddr) -> TestServer {
         TestServer {
             server: None,
             addr,
             http: reqwest::Client::new(),
             _redis: None,
+            cert: None,
         }
     }
 
-    pub async fn from_builder(builder: ServerBuilder) -> TestServer {
-        let server = builder.start().await.expect("server starts");
-        TestServer {
-            addr: server.addr(),
-            server: Some(server),
-            http: reqwest::Client::new(),
-            _redis: None,
-        }
+    /// Starts a server with built-in TLS on a fresh self-signed certificate, changed by
+    /// `edit`; `http`, `open` and `connect` then speak `https://` and `wss://`.
+    pub async fn start_tls(edit: impl FnOnce(&mut Config)) -> TestServer {
+        let cert = TestCert::new();
+        let mut ts = Self::start_with(|c| {
+            c.server.tls_cert = Some(cert.cert.display().to_string());
+            c.server.tls_key = Some(cert.key.display().to_string());
+            edit(c);
+        })
+        .await;
+        ts.http = cert.http_client();
+        ts.cert = Some(cert);
+        ts
     }
 
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/ws", self.addr)
+        let scheme = if self.cert.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}/ws", self.addr)
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        let scheme = if self.cert.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.addr, path)
+    }
+
+    /// The legacy text port's address (`legacy.text_listen` must be set).
+    pub fn legacy_addr(&self) -> std::net::SocketAddr {
+        let server = self.server.as_ref().expect("running");
+        server.legacy_addr().expect("legacy.text_listen is set")
     }
 
     /// Opens a WebSocket with `protocols` as the raw `Sec-WebSocket-Protocol` value.
     pub async fn open(&self, protocols: Option<&str>) -> Client {
-        let mut req = self.ws_url().into_client_request().unwrap();
-        if let Some(p) = protocols {
-            req.headers_mut()
-                .insert("Sec-WebSocket-Protocol", p.parse().unwrap());
-        }
-        let (ws, res) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
-            .await
-            .expect("handshake in time")
-            .expect("handshake succeeds");
-        let protocol = res
-            .headers()
-            .get("Sec-WebSocket-Protocol")
-            .map(|v| v.to_str().unwrap().to_string());
-        Client { ws, protocol }
+        let tls = self.cert.as_ref().map(TestCert::client_config);
+        open_client(&self.ws_url(), protocols, tls).await
     }
 
     /// A client with a valid ticket (bound to `uid` if given), past its `welcome`.
     pub async fn connect(&self, uid: Option<&str>) -> (Client, Value) {
-        let mut c = self.open(Some(&ticket(TOKEN, now_secs(), uid))).await;
-        let welcome = c.next().await;
-        assert_eq!(welcome["type"], "welcome", "{welcome}");
-        (c, welcome)
+        let tls = self.cert.as_ref().map(TestCert::client_config);
+        connect_client(&self.ws_url(), uid, tls).await
     }
 
     /// Calls the HTTP API with the test key; returns the status and the JSON body.
@@ -151,6 +164,144 @@ impl TestServer {
             s.shutdown().await.unwrap();
         }
     }
+}
+
+/// Opens a WebSocket to `url` (`ws://`, or `wss://` trusting `tls`) with `protocols` as
+/// the raw `Sec-WebSocket-Protocol` value.
+pub async fn open_client(
+    url: &str,
+    protocols: Option<&str>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Client {
+    let mut req = url.into_client_request().unwrap();
+    if let Some(p) = protocols {
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", p.parse().unwrap());
+    }
+    let connecting = tokio_tungstenite::connect_async_tls_with_config(
+        req,
+        None,
+        false,
+        tls.map(Connector::Rustls),
+    );
+    let (ws, res) = tokio::time::timeout(WAIT, connecting)
+        .await
+        .expect("handshake in time")
+        .expect("handshake succeeds");
+    let protocol = res
+        .headers()
+        .get("Sec-WebSocket-Protocol")
+        .map(|v| v.to_str().unwrap().to_string());
+    Client { ws, protocol }
+}
+
+/// A client of `url` with a valid ticket (bound to `uid` if given), past its `welcome`.
+pub async fn connect_client(
+    url: &str,
+    uid: Option<&str>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> (Client, Value) {
+    let mut c = open_client(url, Some(&ticket(TOKEN, now_secs(), uid)), tls).await;
+    let welcome = c.next().await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    (c, welcome)
+}
+
+/// A directory under the system's temporary directory, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let name = format!(
+            "minipush-{tag}-{}-{}",
+            std::process::id(),
+            minipush::random_id(8)
+        );
+        let dir = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A self-signed certificate for `127.0.0.1` and `localhost` (rcgen), written as PEM
+/// files `cert.pem` and `key.pem` in a temporary directory.
+pub struct TestCert {
+    pub dir: TempDir,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pem: String,
+}
+
+impl TestCert {
+    pub fn new() -> TestCert {
+        let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        let made = rcgen::generate_simple_self_signed(names).expect("rcgen makes a certificate");
+        let dir = TempDir::new("cert");
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let pem = made.cert.pem();
+        std::fs::write(&cert, &pem).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        TestCert {
+            dir,
+            cert,
+            key,
+            pem,
+        }
+    }
+
+    /// A rustls client configuration that trusts this certificate only.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(self.pem.as_bytes()).unwrap())
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    }
+
+    /// An HTTP client that trusts this certificate.
+    pub fn http_client(&self) -> reqwest::Client {
+        let root = reqwest::Certificate::from_pem(self.pem.as_bytes()).unwrap();
+        reqwest::Client::builder()
+            .add_root_certificate(root)
+            .build()
+            .unwrap()
+    }
+}
+
+/// Runs the `minipush` binary with `args` and the `MINIPUSH_*` variables in `env` (no
+/// others from the test's environment); returns success, standard output and error.
+pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_minipush"));
+    cmd.args(args)
+        .env_remove("MINIPUSH_AUTH_TOKENS")
+        .env_remove("MINIPUSH_API_KEYS")
+        .env_remove("MINIPUSH_WECHAT_SECRET");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("the binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 /// The `Sec-WebSocket-Protocol` value of a ticket: `sig, ts[, uid]`.
