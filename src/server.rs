@@ -17,6 +17,7 @@ use actix_service::{map_config, IntoServiceFactory, ServiceFactoryExt};
 use actix_web::{dev::AppConfig, web};
 
 use crate::{
+    alerts::{Alert, AlertTuning, Alerts},
     api,
     broker::{Broker, MemoryBroker},
     config::Config,
@@ -25,6 +26,7 @@ use crate::{
     hub::{Hub, Target},
     metrics::Metrics,
     protocol::close,
+    wechat::Wechat,
 };
 
 /// State shared by every worker thread: configuration, hub, broker, handlers, counters.
@@ -35,6 +37,10 @@ pub struct App {
     pub handlers: Handlers,
     pub metrics: Arc<Metrics>,
     pub node_id: String,
+    /// The WeChat client, when `wechat.appid` and `wechat.secret` are set.
+    pub wechat: Option<Wechat>,
+    /// Operator alerts (a no-op without `alerts.dingtalk.webhook`).
+    pub alerts: Alerts,
     conn_prefix: String,
     conn_seq: AtomicU64,
     /// WebSocket connection tasks still running (closing ones included).
@@ -93,10 +99,14 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// How long shutdown waits for queued alerts (the "node stopping" one) to be sent.
+const ALERTS_FLUSH: Duration = Duration::from_secs(3);
+
 /// Builds a server: a configuration plus any Rust handlers.
 pub struct ServerBuilder {
     config: Config,
     handlers: Handlers,
+    alert_tuning: AlertTuning,
 }
 
 impl ServerBuilder {
@@ -105,6 +115,12 @@ impl ServerBuilder {
     pub fn handler(mut self, pattern: &str, handler: impl Handler) -> Result<Self, String> {
         self.handlers.register(pattern, handler)?;
         Ok(self)
+    }
+
+    /// Changes the alerts' timing (tests shorten DingTalk's one-minute window).
+    pub fn alert_tuning(mut self, tuning: AlertTuning) -> Self {
+        self.alert_tuning = tuning;
+        self
     }
 
     /// Binds `server.listen` (port 0 picks a free port) and starts serving.
@@ -129,7 +145,10 @@ impl ServerBuilder {
             .node_id
             .clone()
             .unwrap_or_else(default_node_id);
+        let alerts = Alerts::start(&config.alerts, &node_id, metrics.clone(), self.alert_tuning);
         let app = Arc::new(App {
+            wechat: Wechat::new(&config.wechat, metrics.clone()),
+            alerts,
             conn_prefix: format!("c{}.", crate::random_id(6)),
             conn_seq: AtomicU64::new(1),
             live: Arc::new(AtomicUsize::new(0)),
@@ -178,6 +197,7 @@ impl ServerBuilder {
         let handle = server.handle();
         let task = tokio::spawn(server);
         tracing::info!(%addr, node = %app.node_id, "minipush listening");
+        app.alerts.notify(Alert::NodeStarted { addr });
         Ok(Server {
             addr,
             handle,
@@ -200,6 +220,7 @@ impl Server {
         ServerBuilder {
             handlers: Handlers::from_config(&config),
             config,
+            alert_tuning: AlertTuning::default(),
         }
     }
 
@@ -226,12 +247,16 @@ impl Server {
             .hub
             .close_target(&Target::All, close::GOING_AWAY, "server shutting down");
         tracing::info!(connections = n, "shutting down");
+        self.app
+            .alerts
+            .notify(Alert::NodeStopping { connections: n });
         let grace = Duration::from_secs(self.app.config.server.shutdown_grace_secs);
         let deadline = tokio::time::Instant::now() + grace;
         while self.app.live.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.handle.stop(true).await;
+        self.app.alerts.shutdown(ALERTS_FLUSH).await;
         self.task.await.map_err(io::Error::other)?
     }
 
