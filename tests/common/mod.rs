@@ -1,8 +1,15 @@
 //! Shared test harness: a real minipush server on 127.0.0.1:0, a signed WebSocket client
-//! (tokio-tungstenite) with `next(predicate)`, and a small HTTP API client (reqwest).
+//! (tokio-tungstenite) with `next(predicate)`, a small HTTP API client (reqwest), and
+//! [`FakeHttp`], a recording HTTP server that plays business backends, WeChat and DingTalk.
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse, HttpServer};
 
 use futures_util::{SinkExt, StreamExt};
 use minipush::{auth::sign, protocol::now_secs, Config, Server, ServerBuilder};
@@ -425,4 +432,150 @@ pub fn proc_status_kb(pid: u32, field: &str) -> u64 {
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// One request a [`FakeHttp`] received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub query: HashMap<String, String>,
+    /// The body as sent, and parsed (`Null` when it is not JSON).
+    pub raw: String,
+    pub json: Value,
+    pub at: Instant,
+}
+
+/// What a [`FakeHttp`] answers to one request.
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn json(v: Value) -> Reply {
+        Reply::raw(200, &v.to_string())
+    }
+    pub fn raw(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            body: body.to_string(),
+            delay: Duration::ZERO,
+        }
+    }
+    pub fn after(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+}
+
+type Respond = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
+
+/// A fake HTTP service on 127.0.0.1:0 (a business backend, WeChat's API, a DingTalk
+/// robot): records every request and answers it with `respond`.
+pub struct FakeHttp {
+    /// `http://127.0.0.1:<port>`
+    pub base: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    /// How many of `seen` were taken by `next` or `pending`.
+    taken: Mutex<usize>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl FakeHttp {
+    pub async fn start(respond: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> FakeHttp {
+        let respond: Respond = Arc::new(respond);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = HttpServer::new(move || {
+            let respond = respond.clone();
+            let log = log.clone();
+            actix_web::App::new().default_service(web::to(
+                move |req: HttpRequest, body: web::Bytes| {
+                    let respond = respond.clone();
+                    let log = log.clone();
+                    async move {
+                        let raw = String::from_utf8_lossy(&body).into_owned();
+                        let query =
+                            web::Query::<HashMap<String, String>>::from_query(req.query_string())
+                                .map(|q| q.into_inner())
+                                .unwrap_or_default();
+                        let seen = Seen {
+                            method: req.method().to_string(),
+                            path: req.path().to_string(),
+                            query,
+                            json: serde_json::from_str(&raw).unwrap_or(Value::Null),
+                            raw,
+                            at: Instant::now(),
+                        };
+                        let answer = respond(&seen);
+                        log.lock().unwrap().push(seen);
+                        if !answer.delay.is_zero() {
+                            tokio::time::sleep(answer.delay).await;
+                        }
+                        HttpResponse::build(StatusCode::from_u16(answer.status).unwrap())
+                            .content_type("application/json")
+                            .body(answer.body)
+                    }
+                },
+            ))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        FakeHttp {
+            base: format!("http://{addr}"),
+            seen,
+            taken: Mutex::new(0),
+            handle,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The next request not yet taken, waiting up to `WAIT`.
+    pub async fn next(&self) -> Seen {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            {
+                let seen = self.seen.lock().unwrap();
+                let mut taken = self.taken.lock().unwrap();
+                if let Some(s) = seen.get(*taken) {
+                    *taken += 1;
+                    return s.clone();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the fake server is called in time"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// How many requests arrived that were not taken with `next`; takes them.
+    pub fn pending(&self) -> usize {
+        let n = self.seen.lock().unwrap().len();
+        let mut taken = self.taken.lock().unwrap();
+        std::mem::replace(&mut *taken, n).abs_diff(n)
+    }
+
+    /// Every request so far whose path is `path`.
+    pub fn calls(&self, path: &str) -> Vec<Seen> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter().filter(|s| s.path == path).cloned().collect()
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+    }
 }
