@@ -225,10 +225,7 @@ async fn backend_answer_that_is_not_json_is_upstream_unavailable() {
 
 #[tokio::test]
 async fn unreachable_backend_is_upstream_unavailable() {
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    }; // dropped: nothing listens there any more
+    let closed = closed_addr();
     let srv = server_for(&format!("http://{closed}/hook")).await;
     let (mut c, _) = srv.connect(Some("u1")).await;
     for id in ["r1", "r2"] {

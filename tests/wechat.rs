@@ -116,18 +116,21 @@ async fn server_with_wechat(
     .await
 }
 
-async fn login(srv: &TestServer, body: Value) -> (u16, Value) {
-    srv.api_as(None, "POST", "/api/login", Some(body)).await
+/// A fake WeChat and a server using it.
+async fn wechat_and_server(b: Behaviour, reject_tok1: bool) -> (FakeHttp, TestServer) {
+    let wx = fake_wechat(b, reject_tok1).await;
+    let srv = server_with_wechat(&wx.base, |_| {}).await;
+    (wx, srv)
 }
 
-/// The value of one sample line (`name{labels} value`) in `/metrics`.
-async fn metric(srv: &TestServer, sample: &str) -> f64 {
-    let (_, body) = srv.api_as(None, "GET", "/metrics", None).await;
-    let text = body.as_str().expect("metrics are text").to_string();
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no sample {sample} in:\n{text}"))
+/// `POST /api/push` to `uid` with a subscribe fallback of `template`; the answer.
+async fn push_with_fallback(srv: &TestServer, uid: &str, template: &str) -> Value {
+    srv.push(json!({"uid": uid, "data": 1, "subscribe": subscribe(template)}))
+        .await
+}
+
+async fn login(srv: &TestServer, body: Value) -> (u16, Value) {
+    srv.api_as(None, "POST", "/api/login", Some(body)).await
 }
 
 fn subscribe(template: &str) -> Value {
@@ -145,8 +148,7 @@ fn subscribe(template: &str) -> Value {
 
 #[tokio::test]
 async fn login_returns_a_ticket_that_opens_a_bound_connection() {
-    let wx = fake_wechat(Behaviour::default(), false).await;
-    let srv = server_with_wechat(&wx.base, |_| {}).await;
+    let (wx, srv) = wechat_and_server(Behaviour::default(), false).await;
     let (status, ticket) = login(&srv, json!({"code": "good"})).await;
     assert_eq!(status, 200, "{ticket}");
     assert_eq!(ticket["ok"], true);
@@ -175,15 +177,15 @@ async fn login_returns_a_ticket_that_opens_a_bound_connection() {
     assert_eq!(welcome["type"], "welcome", "{welcome}");
     assert_eq!(welcome["uid"], "oUser_1-x.y");
     assert_eq!(
-        metric(&srv, "minipush_wechat_login_total{result=\"ok\"}").await,
+        srv.metric("minipush_wechat_login_total{result=\"ok\"}")
+            .await,
         1.0
     );
 }
 
 #[tokio::test]
 async fn wechat_errors_map_to_statuses_with_their_errcode() {
-    let wx = fake_wechat(Behaviour::default(), false).await;
-    let srv = server_with_wechat(&wx.base, |_| {}).await;
+    let (_wx, srv) = wechat_and_server(Behaviour::default(), false).await;
     for (code, status, error, errcode) in [
         ("bad", 401, "wechat_invalid_code", 40029),
         ("used", 401, "wechat_invalid_code", 40163),
@@ -199,23 +201,19 @@ async fn wechat_errors_map_to_statuses_with_their_errcode() {
         assert!(body["message"].is_string(), "{body}");
     }
     let invalid = "minipush_wechat_login_total{result=\"wechat_invalid_code\"}";
-    assert_eq!(metric(&srv, invalid).await, 2.0);
+    assert_eq!(srv.metric(invalid).await, 2.0);
 }
 
 #[tokio::test]
 async fn unreachable_slow_or_odd_wechat_is_502() {
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let closed = closed_addr();
     let down = server_with_wechat(&format!("http://{closed}"), |_| {}).await;
     let (status, body) = login(&down, json!({"code": "good"})).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"], "wechat_unavailable", "{body}");
     assert_eq!(body["errcode"], Value::Null, "{body}");
 
-    let wx = fake_wechat(Behaviour::default(), false).await;
-    let srv = server_with_wechat(&wx.base, |_| {}).await; // timeout_ms = 500
+    let (_wx, srv) = wechat_and_server(Behaviour::default(), false).await;
     let started = std::time::Instant::now();
     let (status, body) = login(&srv, json!({"code": "slow"})).await;
     assert_eq!(status, 502, "{body}");
@@ -234,8 +232,7 @@ async fn unreachable_slow_or_odd_wechat_is_502() {
 
 #[tokio::test]
 async fn login_validates_the_code_before_calling_wechat() {
-    let wx = fake_wechat(Behaviour::default(), false).await;
-    let srv = server_with_wechat(&wx.base, |_| {}).await;
+    let (wx, srv) = wechat_and_server(Behaviour::default(), false).await;
     for body in [
         json!({}),
         json!({"code": ""}),
@@ -284,8 +281,7 @@ async fn login_is_rate_limited_per_client_address() {
 
 #[tokio::test]
 async fn an_offline_uid_gets_a_subscribe_message() {
-    let wx = fake_wechat(Behaviour::default(), false).await;
-    let srv = server_with_wechat(&wx.base, |_| {}).await;
+    let (wx, srv) = wechat_and_server(Behaviour::default(), false).await;
     let answer = srv
         .push(json!({"uid": "u9", "data": {"n": 1}, "subscribe": subscribe("tpl-ok")}))
         .await;
@@ -328,15 +324,15 @@ async fn an_offline_uid_gets_a_subscribe_message() {
     assert_eq!(batch["results"][0]["fallback"], "sent", "{batch}");
     assert!(batch["results"][1].get("fallback").is_none(), "{batch}");
     assert_eq!(
-        metric(&srv, "minipush_wechat_fallback_total{result=\"sent\"}").await,
+        srv.metric("minipush_wechat_fallback_total{result=\"sent\"}")
+            .await,
         2.0
     );
 }
 
 #[tokio::test]
 async fn an_online_uid_needs_no_fallback() {
-    let wx = fake_wechat(Behaviour::default(), false).await;
-    let srv = server_with_wechat(&wx.base, |_| {}).await;
+    let (wx, srv) = wechat_and_server(Behaviour::default(), false).await;
     let (mut c, _) = srv.connect(Some("u1")).await;
     let answer = srv
         .push(json!({"uid": "u1", "data": "hi", "subscribe": subscribe("tpl-ok")}))
@@ -352,32 +348,23 @@ async fn an_online_uid_needs_no_fallback() {
 
 #[tokio::test]
 async fn failures_are_reported_not_retried() {
-    let wx = fake_wechat(Behaviour::default(), false).await;
-    let srv = server_with_wechat(&wx.base, |_| {}).await;
-    let answer = srv
-        .push(json!({"uid": "u9", "data": 1, "subscribe": subscribe("tpl-unsubscribed")}))
-        .await;
+    let (wx, srv) = wechat_and_server(Behaviour::default(), false).await;
+    let answer = push_with_fallback(&srv, "u9", "tpl-unsubscribed").await;
     assert_eq!(answer["fallback"], "failed:43101", "{answer}");
     assert_eq!(wx.calls(SEND_PATH).len(), 1);
     let failed = "minipush_wechat_fallback_failures_total{reason=\"43101\"}";
-    assert_eq!(metric(&srv, failed).await, 1.0);
+    assert_eq!(srv.metric(failed).await, 1.0);
 
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let closed = closed_addr();
     let down = server_with_wechat(&format!("http://{closed}"), |_| {}).await;
-    let answer = down
-        .push(json!({"uid": "u9", "data": 1, "subscribe": subscribe("tpl-ok")}))
-        .await;
+    let answer = push_with_fallback(&down, "u9", "tpl-ok").await;
     assert_eq!(answer["fallback"], "failed:network", "{answer}");
     assert_eq!(answer["seq"], 1, "the push is still stored: {answer}");
 }
 
 #[tokio::test]
 async fn subscribe_is_refused_where_it_cannot_apply() {
-    let wx = fake_wechat(Behaviour::default(), false).await;
-    let srv = server_with_wechat(&wx.base, |_| {}).await;
+    let (wx, srv) = wechat_and_server(Behaviour::default(), false).await;
     let sub = subscribe("tpl-ok");
     let mut bad_state = sub.clone();
     bad_state["miniprogram_state"] = json!("prod");
@@ -417,8 +404,7 @@ async fn one_token_fetch_serves_100_concurrent_fallbacks() {
         token_delay: Duration::from_millis(300),
         ..Behaviour::default()
     };
-    let wx = fake_wechat(slow_token, false).await;
-    let srv = server_with_wechat(&wx.base, |_| {}).await;
+    let (wx, srv) = wechat_and_server(slow_token, false).await;
     let pushes = (0..100).map(|i| {
         let body = json!({"uid": format!("u{i}"), "data": i, "subscribe": subscribe("tpl-ok")});
         srv.api("POST", "/api/push", Some(body))
@@ -432,7 +418,8 @@ async fn one_token_fetch_serves_100_concurrent_fallbacks() {
     assert_eq!(sends.len(), 100);
     assert!(sends.iter().all(|s| s.query["access_token"] == "tok-1"));
     assert_eq!(
-        metric(&srv, "minipush_wechat_token_refresh_total{result=\"ok\"}").await,
+        srv.metric("minipush_wechat_token_refresh_total{result=\"ok\"}")
+            .await,
         1.0
     );
 }
@@ -443,8 +430,7 @@ async fn the_token_is_refreshed_when_it_expires() {
         expires_in: 1,
         ..Behaviour::default()
     };
-    let wx = fake_wechat(short, false).await;
-    let srv = server_with_wechat(&wx.base, |_| {}).await;
+    let (wx, srv) = wechat_and_server(short, false).await;
     let body = json!({"uid": "u9", "data": 1, "subscribe": subscribe("tpl-ok")});
     assert_eq!(srv.push(body.clone()).await["fallback"], "sent");
     assert_eq!(srv.push(body.clone()).await["fallback"], "sent");
@@ -466,11 +452,8 @@ async fn the_token_is_refreshed_when_it_expires() {
 
 #[tokio::test]
 async fn a_rejected_token_is_refreshed_and_the_send_retried_once() {
-    let wx = fake_wechat(Behaviour::default(), true).await;
-    let srv = server_with_wechat(&wx.base, |_| {}).await;
-    let answer = srv
-        .push(json!({"uid": "u9", "data": 1, "subscribe": subscribe("tpl-ok")}))
-        .await;
+    let (wx, srv) = wechat_and_server(Behaviour::default(), true).await;
+    let answer = push_with_fallback(&srv, "u9", "tpl-ok").await;
     assert_eq!(answer["fallback"], "sent", "{answer}");
     let fetches = wx.calls(TOKEN_PATH);
     assert_eq!(fetches.len(), 2);
@@ -486,9 +469,7 @@ async fn a_rejected_token_is_refreshed_and_the_send_retried_once() {
     assert_eq!(sends, ["tok-1", "tok-2"]);
 
     // Rejected again: one retry only, and no second forced refresh within 30 s.
-    let answer = srv
-        .push(json!({"uid": "u9", "data": 1, "subscribe": subscribe("tpl-bad-token")}))
-        .await;
+    let answer = push_with_fallback(&srv, "u9", "tpl-bad-token").await;
     assert_eq!(answer["fallback"], "failed:40001", "{answer}");
     assert_eq!(wx.calls(SEND_PATH).len(), 4);
     let fetches = wx.calls(TOKEN_PATH);

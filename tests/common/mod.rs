@@ -124,6 +124,18 @@ impl TestServer {
         (status, body)
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        let (status, body) = self.api_as(None, "GET", "/metrics", None).await;
+        assert_eq!(status, 200, "{body}");
+        body.as_str().expect("metrics are text").to_string()
+    }
+
+    /// The value of one `/metrics` sample, e.g. `minipush_pushes_total`.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        metric(&self.metrics_text().await, sample)
+    }
+
     /// `POST /api/push`, expecting success.
     pub async fn push(&self, body: Value) -> Value {
         let (status, answer) = self.api("POST", "/api/push", Some(body)).await;
@@ -136,6 +148,20 @@ impl TestServer {
             s.shutdown().await.unwrap();
         }
     }
+}
+
+/// The value of one sample line (`name{labels} value`) in Prometheus text.
+pub fn metric(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {sample} in:\n{text}"))
+}
+
+/// A loopback address nothing listens on (connections to it are refused).
+pub fn closed_addr() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
 }
 
 /// The `Sec-WebSocket-Protocol` value of a ticket: `sig, ts[, uid]`.
