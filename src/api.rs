@@ -286,7 +286,7 @@ async fn login(
         }
         Err(e) => {
             if let ApiError::Wechat(why) = &e {
-                tracing::warn!("login failed: {why}");
+                tracing::info!("login failed: {why}");
             }
             app.metrics.wechat_login(match e {
                 ApiError::Unavailable(_) => "wechat_unavailable",

@@ -30,6 +30,8 @@ const SEND_PATH: &str = "/cgi-bin/message/subscribe/send";
 struct Behaviour {
     expires_in: u64,
     token_delay: Duration,
+    /// `stable_token` answers this errcode instead of a token.
+    token_errcode: Option<i64>,
 }
 
 impl Default for Behaviour {
@@ -37,6 +39,7 @@ impl Default for Behaviour {
         Behaviour {
             expires_in: 7200,
             token_delay: Duration::ZERO,
+            token_errcode: None,
         }
     }
 }
@@ -73,6 +76,9 @@ async fn fake_wechat(b: Behaviour, reject_tok1: bool) -> FakeHttp {
                 Some("badopenid") => session("not a uid!"),
                 _ => errcode(40013, "invalid appid"),
             }
+        }
+        TOKEN_PATH if b.token_errcode.is_some() => {
+            errcode(b.token_errcode.unwrap_or_default(), "invalid appsecret")
         }
         TOKEN_PATH => {
             let n = tokens.fetch_add(1, Ordering::SeqCst) + 1;
@@ -475,4 +481,22 @@ async fn a_rejected_token_is_refreshed_and_the_send_retried_once() {
     let fetches = wx.calls(TOKEN_PATH);
     assert_eq!(fetches.len(), 3);
     assert_eq!(fetches[2].json["force_refresh"], false);
+}
+
+#[tokio::test]
+async fn a_failed_token_fetch_is_reported_and_held_briefly() {
+    let bad_secret = Behaviour {
+        token_errcode: Some(40125),
+        ..Behaviour::default()
+    };
+    let (wx, srv) = wechat_and_server(bad_secret, false).await;
+    for _ in 0..2 {
+        let answer = push_with_fallback(&srv, "u9", "tpl-ok").await;
+        assert_eq!(answer["fallback"], "failed:40125", "{answer}");
+    }
+    // The second push took the remembered failure instead of asking again.
+    assert_eq!(wx.calls(TOKEN_PATH).len(), 1);
+    assert!(wx.calls(SEND_PATH).is_empty());
+    let failed = "minipush_wechat_token_refresh_total{result=\"failed\"}";
+    assert_eq!(srv.metric(failed).await, 1.0);
 }

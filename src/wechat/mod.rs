@@ -44,7 +44,7 @@ pub struct Wechat {
 }
 
 /// A failed call to WeChat.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum WechatError {
     /// WeChat answered with a non-zero `errcode`.
     #[error("WeChat answered errcode {errcode}: {errmsg}")]

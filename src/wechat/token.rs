@@ -6,7 +6,9 @@
 //! flight: however many pushes wait, one request goes to WeChat and the others take its
 //! result. A token WeChat rejected (40001/42001) is refreshed with `force_refresh: true`,
 //! at most once per [`MIN_FORCE_INTERVAL`] (WeChat allows a forced refresh every 30 s and
-//! 20 a day); within that interval a plain fetch is made instead.
+//! 20 a day); within that interval a plain fetch is made instead. A failed fetch is
+//! remembered for [`FAILURE_HOLD`]: while WeChat is down, waiting pushes fail at once with
+//! that error instead of queueing for one time limit each.
 
 use std::{sync::Arc, time::Duration};
 
@@ -18,6 +20,8 @@ use super::{Retry, Wechat, WechatError};
 
 /// The least time between two forced refreshes.
 pub const MIN_FORCE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a failed fetch answers for the fetches after it.
+pub const FAILURE_HOLD: Duration = Duration::from_secs(5);
 /// The most a token is refreshed before its `expires_in` runs out.
 const MAX_MARGIN: Duration = Duration::from_secs(300);
 
@@ -30,6 +34,7 @@ pub struct TokenCache {
 struct State {
     current: Option<Token>,
     last_forced: Option<Instant>,
+    last_failure: Option<(Instant, WechatError)>,
 }
 
 struct Token {
@@ -89,6 +94,11 @@ impl Wechat {
     }
 
     async fn fetch_token(&self, state: &mut State, force: bool) -> Result<Arc<str>, WechatError> {
+        if let Some((at, e)) = &state.last_failure {
+            if at.elapsed() < FAILURE_HOLD {
+                return Err(e.clone());
+            }
+        }
         if force {
             state.last_forced = Some(Instant::now());
         }
@@ -104,8 +114,11 @@ impl Wechat {
             .call(|| self.http.post(&url).json(&body), Retry::IfTransient)
             .await;
         self.metrics.wechat_token_refresh(answer.is_ok());
-        let answer =
-            answer.inspect_err(|e| tracing::warn!("WeChat access token fetch failed: {e}"))?;
+        let answer = answer.inspect_err(|e| {
+            tracing::warn!("WeChat access token fetch failed: {e}");
+            state.last_failure = Some((Instant::now(), e.clone()));
+        })?;
+        state.last_failure = None;
         let lifetime = Duration::from_secs(answer.expires_in);
         let margin = (lifetime / 10).min(MAX_MARGIN);
         tracing::info!(
