@@ -285,13 +285,16 @@ async fn login(
             Ok(HttpResponse::Ok().json(ticket))
         }
         Err(e) => {
-            if let ApiError::Wechat(why) = &e {
-                tracing::info!("login failed: {why}");
-            }
-            app.metrics.wechat_login(match e {
+            let label = match &e {
+                ApiError::Wechat(why) => {
+                    tracing::info!("login failed: {why}");
+                    why.login_status().1
+                }
+                ApiError::RateLimited => "rate_limited",
                 ApiError::Unavailable(_) => "wechat_unavailable",
-                _ => e.code(),
-            });
+                _ => "bad_request",
+            };
+            app.metrics.wechat_login(label);
             Err(e)
         }
     }

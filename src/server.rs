@@ -133,6 +133,13 @@ impl ServerBuilder {
     pub async fn start_on(self, listener: TcpListener) -> io::Result<Server> {
         let config = self.config;
         let metrics = Arc::new(Metrics::default());
+        let node_id = config
+            .server
+            .node_id
+            .clone()
+            .unwrap_or_else(default_node_id);
+        // Before the broker: a cluster broker raises `BrokerLost`/`BrokerRegained` on it.
+        let alerts = Alerts::start(&config.alerts, &node_id, metrics.clone(), self.alert_tuning);
         let hub = Arc::new(Hub::new(config.limits.max_conns_per_uid, metrics.clone()));
         let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(
             hub.clone(),
@@ -140,12 +147,6 @@ impl ServerBuilder {
             config.history.size,
             Duration::from_secs(config.history.ttl_secs),
         ));
-        let node_id = config
-            .server
-            .node_id
-            .clone()
-            .unwrap_or_else(default_node_id);
-        let alerts = Alerts::start(&config.alerts, &node_id, metrics.clone(), self.alert_tuning);
         let app = Arc::new(App {
             wechat: Wechat::new(&config.wechat, metrics.clone()),
             alerts,
