@@ -185,10 +185,6 @@ impl Alerts {
         }
     }
 
-    pub fn is_enabled(&self) -> bool {
-        self.inner.is_some()
-    }
-
     /// Raises an alert: logged, then queued for the robot. Never blocks, never fails.
     pub fn notify(&self, alert: Alert) {
         match &self.inner {

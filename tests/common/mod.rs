@@ -506,7 +506,6 @@ pub struct FakeHttp {
     seen: Arc<Mutex<Vec<Seen>>>,
     /// How many of `seen` were taken by `next` or `pending`.
     taken: Mutex<usize>,
-    handle: actix_web::dev::ServerHandle,
 }
 
 impl FakeHttp {
@@ -554,13 +553,11 @@ impl FakeHttp {
         .listen(listener)
         .unwrap()
         .run();
-        let handle = server.handle();
-        tokio::spawn(server);
+        tokio::spawn(server); // ends with the test's runtime
         FakeHttp {
             base: format!("http://{addr}"),
             seen,
             taken: Mutex::new(0),
-            handle,
         }
     }
 
@@ -599,9 +596,5 @@ impl FakeHttp {
     pub fn calls(&self, path: &str) -> Vec<Seen> {
         let seen = self.seen.lock().unwrap();
         seen.iter().filter(|s| s.path == path).cloned().collect()
-    }
-
-    pub async fn stop(self) {
-        self.handle.stop(false).await;
     }
 }
