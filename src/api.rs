@@ -1,5 +1,8 @@
 //! The HTTP API for backends and operators: thin routes that check the key, parse JSON,
-//! call the broker and answer JSON. Errors are `{"ok":false,"error":..,"message":..}`.
+//! call the broker (or [`crate::wechat`]) and answer JSON. Errors are
+//! `{"ok":false,"error":..,"message":..}`; WeChat failures add `"errcode"`.
+
+use std::net::IpAddr;
 
 use actix_web::{
     dev::Payload,
@@ -8,16 +11,17 @@ use actix_web::{
     web, FromRequest, HttpRequest, HttpResponse, ResponseError,
 };
 use serde::Deserialize;
-use serde_json::{json, value::RawValue};
+use serde_json::{json, value::RawValue, Value};
 use subtle::ConstantTimeEq;
 
 use crate::{
-    auth::valid_uid,
+    auth::{sign, valid_uid},
     broker::BrokerError,
     hub::Target,
     protocol::{now_secs, valid_group},
     push::{PushError, PushRequest},
     server::App,
+    wechat::{valid_code, WechatError, MAX_CODE_LEN},
 };
 
 /// Every route of the API and the health endpoints.
@@ -34,6 +38,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/kick", web::post().to(kick))
         .route("/api/stats", web::get().to(stats))
         .route("/api/time", web::get().to(time))
+        .route("/api/login", web::post().to(login))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics));
@@ -57,6 +62,10 @@ pub enum ApiError {
     TooLarge,
     #[error("{0}")]
     Unavailable(String),
+    #[error("too many requests from this address; try again later")]
+    RateLimited,
+    #[error("{0}")]
+    Wechat(WechatError),
 }
 
 impl ApiError {
@@ -67,6 +76,8 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::TooLarge => "too_large",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::RateLimited => "rate_limited",
+            ApiError::Wechat(e) => e.login_status().1,
         }
     }
 }
@@ -79,10 +90,20 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Wechat(e) => e.login_status().0,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let ApiError::Wechat(e) = self {
+            return HttpResponse::build(self.status_code()).json(json!({
+                "ok": false,
+                "error": self.code(),
+                "errcode": e.errcode(),
+                "message": self.to_string(),
+            }));
+        }
         let mut res = error_response(self.status_code(), self.code(), &self.to_string());
         if matches!(self, ApiError::Unauthorized) {
             res.headers_mut().insert(
@@ -170,8 +191,27 @@ fn ok(mut body: serde_json::Value) -> Answer {
 }
 
 async fn push(_: ApiKey, app: web::Data<App>, body: web::Json<PushRequest>) -> Answer {
-    let published = body.execute(&*app.broker).await?;
-    ok(json!({ "delivered": published.delivered, "seq": published.seq }))
+    ok(publish(&app, &body).await?)
+}
+
+/// Publishes one push. With `subscribe`, a push that reached no live connection is also
+/// sent as a WeChat subscribe message and the answer has `"fallback"` (`null` when the uid
+/// was online, so no message was needed).
+async fn publish(app: &App, req: &PushRequest) -> Result<Value, ApiError> {
+    if req.has_subscribe() && app.wechat.is_none() {
+        return Err(ApiError::BadRequest(
+            "`subscribe` needs WeChat configured (wechat.appid and wechat.secret)".into(),
+        ));
+    }
+    let published = req.execute(&*app.broker).await?;
+    let mut answer = json!({ "delivered": published.delivered, "seq": published.seq });
+    if let (Some(wechat), Some((uid, subscribe))) = (&app.wechat, req.fallback()) {
+        answer["fallback"] = match published.delivered {
+            0 => json!(wechat.fallback(uid, subscribe).await),
+            _ => Value::Null,
+        };
+    }
+    Ok(answer)
 }
 
 #[derive(Deserialize)]
@@ -180,20 +220,95 @@ struct Batch {
     pushes: Vec<Box<RawValue>>,
 }
 
-/// Each item is validated and executed on its own: one bad item does not fail the rest.
+/// Each item is validated and executed on its own, in order: one bad item does not fail
+/// the rest. Items may carry `subscribe` like single pushes.
 async fn push_batch(_: ApiKey, app: web::Data<App>, body: web::Json<Batch>) -> Answer {
     let mut results = Vec::with_capacity(body.pushes.len());
     for raw in &body.pushes {
         let outcome = match serde_json::from_str::<PushRequest>(raw.get()) {
-            Ok(req) => req.execute(&*app.broker).await.map_err(ApiError::from),
+            Ok(req) => publish(&app, &req).await,
             Err(e) => Err(ApiError::BadRequest(format!("invalid push: {e}"))),
         };
         results.push(match outcome {
-            Ok(p) => json!({ "ok": true, "delivered": p.delivered, "seq": p.seq }),
+            Ok(mut answer) => {
+                answer["ok"] = json!(true);
+                answer
+            }
             Err(e) => json!({ "ok": false, "error": e.code(), "message": e.to_string() }),
         });
     }
     ok(json!({ "results": results }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Login {
+    code: String,
+}
+
+/// `POST /api/login` (no API key): a `wx.login` code -> a ticket bound to the openid,
+/// signed with the first of `auth.tokens`. A 404 like any unknown route unless WeChat is
+/// configured; limited per client address (`wechat.login_per_min`).
+async fn login(
+    req: HttpRequest,
+    app: web::Data<App>,
+    body: Result<web::Json<Login>, actix_web::Error>,
+) -> Answer {
+    let Some(wechat) = &app.wechat else {
+        return Ok(not_found().await);
+    };
+    let outcome = async {
+        if let Some(ip) = client_ip(&req, wechat.login_ip_header.as_deref()) {
+            if !wechat.login_allowed(ip) {
+                return Err(ApiError::RateLimited);
+            }
+        }
+        // Any unreadable body (not JSON, too large) is a 400 here.
+        let code = &body.map_err(|e| ApiError::BadRequest(e.to_string()))?.code;
+        if !valid_code(code) {
+            return Err(ApiError::BadRequest(format!(
+                "`code` must be 1 to {MAX_CODE_LEN} visible ASCII characters"
+            )));
+        }
+        let token = app.config.auth.tokens.first().ok_or_else(|| {
+            ApiError::Unavailable("no auth.tokens to sign the ticket with".into())
+        })?;
+        let uid = wechat.login(code).await.map_err(ApiError::Wechat)?;
+        let ts = now_secs();
+        let sig = sign(token.expose(), ts, Some(&uid));
+        Ok(json!({ "ok": true, "uid": uid, "ts": ts, "sig": sig }))
+    }
+    .await;
+    match outcome {
+        Ok(ticket) => {
+            app.metrics.wechat_login("ok");
+            Ok(HttpResponse::Ok().json(ticket))
+        }
+        Err(e) => {
+            let label = match &e {
+                ApiError::Wechat(why) => {
+                    tracing::info!("login failed: {why}");
+                    why.login_status().1
+                }
+                ApiError::RateLimited => "rate_limited",
+                ApiError::Unavailable(_) => "wechat_unavailable",
+                _ => "bad_request",
+            };
+            app.metrics.wechat_login(label);
+            Err(e)
+        }
+    }
+}
+
+/// The address a login is limited by: the TCP peer, or the header a trusted reverse
+/// proxy sets (`wechat.login_ip_header`; for `X-Forwarded-For`, its last entry).
+fn client_ip(req: &HttpRequest, header: Option<&str>) -> Option<IpAddr> {
+    let from_header = header
+        .and_then(|h| req.headers().get(h))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|v| v.trim().parse().ok());
+    from_header.or_else(|| req.peer_addr().map(|a| a.ip()))
 }
 
 fn check_uid(uid: &str) -> Result<(), ApiError> {

@@ -1,8 +1,10 @@
 //! Configuration: one TOML file, overridden key by key by `MINIPUSH_<SECTION>_<KEY>`
 //! environment variables, then validated. Every error names the key it is about.
 //!
-//! Secrets (`auth.tokens`, `api.keys`, `wechat.secret`) are held in [`Secret`], whose
-//! `Debug` output is redacted, so a config can be logged without leaking them.
+//! Secrets (`auth.tokens`, `api.keys`, `wechat.secret`, `alerts.dingtalk.webhook` and
+//! `alerts.dingtalk.secret`) are held in [`Secret`], whose `Debug` output is redacted, so
+//! a config can be logged without leaking them. Nested tables are overridden the same way:
+//! `MINIPUSH_ALERTS_DINGTALK_WEBHOOK` sets `alerts.dingtalk.webhook`.
 
 use std::{fmt, net::SocketAddr, path::Path};
 
@@ -41,6 +43,7 @@ pub struct Config {
     pub history: HistoryConfig,
     pub broker: BrokerConfig,
     pub wechat: WechatConfig,
+    pub alerts: AlertsConfig,
     pub legacy: LegacyConfig,
     pub upstream: Vec<UpstreamConfig>,
     /// Not a config key: set by `serve --dev` (demo page on, generated secrets allowed).
@@ -179,12 +182,21 @@ pub struct BrokerConfig {
     pub url: Option<Secret>,
 }
 
+/// `[wechat]`: the mini-program's credentials and WeChat's server API (`/api/login`, the
+/// subscribe-message fallback).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WechatConfig {
     pub appid: Option<String>,
     pub secret: Option<Secret>,
     pub api_base: String,
+    /// Time limit of one call to WeChat.
+    pub timeout_ms: u64,
+    /// `/api/login` calls one client address may make a minute (also the burst size).
+    pub login_per_min: u32,
+    /// A header naming the client address (`X-Real-IP`, or `X-Forwarded-For`, whose last
+    /// entry is used), set by a reverse proxy you run. Unset: the TCP peer address.
+    pub login_ip_header: Option<String>,
 }
 
 impl Default for WechatConfig {
@@ -193,8 +205,39 @@ impl Default for WechatConfig {
             appid: None,
             secret: None,
             api_base: "https://api.weixin.qq.com".into(),
+            timeout_ms: 5000,
+            login_per_min: 60,
+            login_ip_header: None,
         }
     }
+}
+
+impl WechatConfig {
+    /// The appid and AppSecret when both are set: WeChat features are on.
+    pub fn credentials(&self) -> Option<(&str, &Secret)> {
+        Some((self.appid.as_deref()?, self.secret.as_ref()?))
+    }
+}
+
+/// `[alerts]`: operator alerts sent to a DingTalk group robot.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Alert when this node holds more connections than this (unset: no such alert).
+    pub connections_over: Option<u64>,
+    /// Alert when more handshakes than this fail within a minute (unset: no such alert).
+    pub handshake_failures_per_min: Option<u64>,
+    pub dingtalk: DingtalkConfig,
+}
+
+/// `[alerts.dingtalk]`: the group robot. Both values carry credentials.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DingtalkConfig {
+    /// `https://oapi.dingtalk.com/robot/send?access_token=...`; unset: alerts are off.
+    pub webhook: Option<Secret>,
+    /// The robot's signing secret (`SEC...`), when its security setting is "sign".
+    pub secret: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -236,6 +279,7 @@ enum Kind {
 }
 
 /// Every key that `MINIPUSH_<SECTION>_<KEY>` may override (`[[upstream]]` is file-only).
+/// A nested table's section is dotted: `alerts.dingtalk` is `MINIPUSH_ALERTS_DINGTALK_*`.
 const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("server", "listen", Kind::Str),
     ("server", "ws_path", Kind::Str),
@@ -262,6 +306,13 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("wechat", "appid", Kind::Str),
     ("wechat", "secret", Kind::Str),
     ("wechat", "api_base", Kind::Str),
+    ("wechat", "timeout_ms", Kind::Int),
+    ("wechat", "login_per_min", Kind::Int),
+    ("wechat", "login_ip_header", Kind::Str),
+    ("alerts", "connections_over", Kind::Int),
+    ("alerts", "handshake_failures_per_min", Kind::Int),
+    ("alerts.dingtalk", "webhook", Kind::Str),
+    ("alerts.dingtalk", "secret", Kind::Str),
     ("legacy", "text_listen", Kind::Str),
 ];
 
@@ -399,6 +450,8 @@ impl Config {
                 ));
             }
         }
+        self.validate_wechat()?;
+        self.validate_alerts()?;
         for (i, up) in self.upstream.iter().enumerate() {
             let key = format!("upstream[{i}]");
             if up.types.is_empty() {
@@ -408,16 +461,71 @@ impl Config {
                 crate::handlers::validate_pattern(pattern)
                     .map_err(|m| err(format!("`{key}.types`: {m}")))?;
             }
-            let url = reqwest::Url::parse(&up.url)
-                .map_err(|e| err(format!("`{key}.url` is not a URL: {e}")))?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(err(format!("`{key}.url` must be http:// or https://")));
-            }
+            check_http_url(&format!("{key}.url"), &up.url)?;
             if up.timeout_ms == 0 {
                 return Err(err(format!("`{key}.timeout_ms` must be greater than 0")));
             }
         }
         Ok(())
+    }
+}
+
+impl Config {
+    fn validate_wechat(&self) -> Result<(), ConfigError> {
+        let w = &self.wechat;
+        if w.appid.is_some() != w.secret.is_some() {
+            return Err(err(
+                "`wechat.appid` and `wechat.secret` go together: set both or neither",
+            ));
+        }
+        if w.appid.as_deref() == Some("")
+            || w.secret.as_ref().is_some_and(|s| s.expose().is_empty())
+        {
+            return Err(err("`wechat.appid` and `wechat.secret` must not be empty"));
+        }
+        check_http_url("wechat.api_base", &w.api_base)?;
+        if w.timeout_ms == 0 || w.login_per_min == 0 {
+            return Err(err(
+                "`wechat.timeout_ms` and `wechat.login_per_min` must be greater than 0",
+            ));
+        }
+        if w.login_ip_header
+            .as_deref()
+            .is_some_and(|h| actix_web::http::header::HeaderName::from_bytes(h.as_bytes()).is_err())
+        {
+            return Err(err("`wechat.login_ip_header` is not a valid header name"));
+        }
+        Ok(())
+    }
+
+    fn validate_alerts(&self) -> Result<(), ConfigError> {
+        let a = &self.alerts;
+        if a.connections_over == Some(0) || a.handshake_failures_per_min == Some(0) {
+            return Err(err(
+                "`alerts.connections_over` and `alerts.handshake_failures_per_min` must be greater than 0",
+            ));
+        }
+        let Some(webhook) = &a.dingtalk.webhook else {
+            if a.connections_over.is_some()
+                || a.handshake_failures_per_min.is_some()
+                || a.dingtalk.secret.is_some()
+            {
+                return Err(err(
+                    "`[alerts]` is set but `alerts.dingtalk.webhook` is not (MINIPUSH_ALERTS_DINGTALK_WEBHOOK)",
+                ));
+            }
+            return Ok(());
+        };
+        // The URL carries the robot's access token: the message never repeats it.
+        check_http_url("alerts.dingtalk.webhook", webhook.expose())
+    }
+}
+
+/// `value` must be an http:// or https:// URL; the error does not repeat the value.
+fn check_http_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    match reqwest::Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(()),
+        _ => Err(err(format!("`{key}` must be an http:// or https:// URL"))),
     }
 }
 
@@ -430,58 +538,76 @@ fn apply_env(
     table: &mut toml::Table,
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
-    let sections: Vec<&str> = ENV_KEYS.iter().map(|(s, _, _)| *s).collect();
     for (name, value) in vars {
         let Some(rest) = name.strip_prefix("MINIPUSH_") else {
             continue;
         };
         let rest = rest.to_ascii_lowercase();
-        let Some((section, key)) = rest.split_once('_') else {
-            continue;
-        };
-        if !sections.contains(&section) {
+        let top = rest.split('_').next().unwrap_or_default();
+        if !ENV_KEYS
+            .iter()
+            .any(|(s, _, _)| s.split('.').next() == Some(top))
+        {
             continue; // e.g. MINIPUSH_LOG: not a config key
         }
-        let Some((_, _, kind)) = ENV_KEYS.iter().find(|(s, k, _)| *s == section && *k == key)
+        let Some((section, key, kind)) = ENV_KEYS
+            .iter()
+            .find(|(s, k, _)| format!("{}_{k}", s.replace('.', "_")) == rest)
         else {
+            let (section, key) = rest.split_once('_').unwrap_or((&rest, ""));
             return Err(err(format!(
                 "environment variable {name} names no configuration key `{section}.{key}`"
             )));
         };
-        let parsed = match kind {
-            Kind::Str => toml::Value::String(value),
-            Kind::Int => toml::Value::Integer(value.trim().parse().map_err(|_| {
-                err(format!(
-                    "invalid value for `{section}.{key}` (from {name}): expected a whole number"
-                ))
-            })?),
-            Kind::Bool => toml::Value::Boolean(match value.trim() {
-                "true" | "1" => true,
-                "false" | "0" => false,
-                _ => {
-                    return Err(err(format!(
-                        "invalid value for `{section}.{key}` (from {name}): expected true or false"
-                    )))
-                }
-            }),
-            Kind::List => toml::Value::Array(
-                value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| toml::Value::String(s.to_string()))
-                    .collect(),
-            ),
-        };
-        let entry = table
-            .entry(section.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        let toml::Value::Table(section_table) = entry else {
-            return Err(err(format!("`{section}` must be a table")));
-        };
-        section_table.insert(key.to_string(), parsed);
+        let parsed = parse_env(&name, section, key, *kind, value)?;
+        let mut target = &mut *table;
+        for part in section.split('.') {
+            let entry = target
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(inner) = entry else {
+                return Err(err(format!("`{section}` must be a table")));
+            };
+            target = inner;
+        }
+        target.insert(key.to_string(), parsed);
     }
     Ok(())
+}
+
+/// An environment variable's text as the TOML value its key expects.
+fn parse_env(
+    name: &str,
+    section: &str,
+    key: &str,
+    kind: Kind,
+    value: String,
+) -> Result<toml::Value, ConfigError> {
+    Ok(match kind {
+        Kind::Str => toml::Value::String(value),
+        Kind::Int => toml::Value::Integer(value.trim().parse().map_err(|_| {
+            err(format!(
+                "invalid value for `{section}.{key}` (from {name}): expected a whole number"
+            ))
+        })?),
+        Kind::Bool => toml::Value::Boolean(match value.trim() {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            _ => {
+                return Err(err(format!(
+                    "invalid value for `{section}.{key}` (from {name}): expected true or false"
+                )))
+            }
+        }),
+        Kind::List => toml::Value::Array(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        ),
+    })
 }
 
 #[cfg(test)]
@@ -593,6 +719,63 @@ mod tests {
     fn api_keys_must_differ_from_tokens() {
         let e = load("[auth]\ntokens=[\"same\"]\n[api]\nkeys=[\"same\"]\n", &[]).unwrap_err();
         assert!(e.to_string().contains("api.keys"), "{e}");
+    }
+
+    #[test]
+    fn nested_alert_keys_come_from_the_environment() {
+        let c = load(
+            &format!("{MIN}[alerts]\nconnections_over = 10\n"),
+            &[
+                (
+                    "MINIPUSH_ALERTS_DINGTALK_WEBHOOK",
+                    "https://robot.example/send?access_token=tok1",
+                ),
+                ("MINIPUSH_ALERTS_DINGTALK_SECRET", "SECabc"),
+                ("MINIPUSH_ALERTS_HANDSHAKE_FAILURES_PER_MIN", "50"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.alerts.connections_over, Some(10));
+        assert_eq!(c.alerts.handshake_failures_per_min, Some(50));
+        assert_eq!(
+            c.alerts.dingtalk.secret.as_ref().unwrap().expose(),
+            "SECabc"
+        );
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("tok1") && !shown.contains("SECabc"),
+            "{shown}"
+        );
+        let e = load(MIN, &[("MINIPUSH_ALERTS_DINGTALK_HOOK", "x")]).unwrap_err();
+        assert!(
+            e.to_string().contains("MINIPUSH_ALERTS_DINGTALK_HOOK"),
+            "{e}"
+        );
+        let e = load(
+            MIN,
+            &[("MINIPUSH_ALERTS_DINGTALK_WEBHOOK", "not a url tok2")],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("alerts.dingtalk.webhook"), "{e}");
+        assert!(!e.to_string().contains("tok2"), "{e}");
+        let e = load(&format!("{MIN}[alerts]\nconnections_over = 10\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("alerts.dingtalk.webhook"), "{e}");
+    }
+
+    #[test]
+    fn wechat_needs_appid_and_secret_together() {
+        let e = load(MIN, &[("MINIPUSH_WECHAT_APPID", "wx1")]).unwrap_err();
+        assert!(e.to_string().contains("wechat.secret"), "{e}");
+        let c = load(
+            MIN,
+            &[
+                ("MINIPUSH_WECHAT_APPID", "wx1"),
+                ("MINIPUSH_WECHAT_SECRET", "s3"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.wechat.credentials().unwrap().0, "wx1");
+        assert_eq!((c.wechat.timeout_ms, c.wechat.login_per_min), (5000, 60));
     }
 
     #[test]

@@ -17,6 +17,10 @@
 //! - [`push`]: the push request shared by the API and upstream answers.
 //! - [`api`]: the HTTP API for backends and operators.
 //! - [`metrics`]: counters and the Prometheus text.
+//! - [`wechat`]: WeChat's server API: `/api/login`, access token, subscribe fallback.
+//! - [`alerts`]: operator alerts to a DingTalk group robot, rate-limited and batched.
+//! - [`ratelimit`]: token buckets (per connection, per login address).
+//! - [`http`]: the shared outbound HTTP client.
 //! - [`demo`]: the browser demo page and dev tickets (`serve --dev` only).
 //! - [`legacy`]: the Workerman-compatible text port (`legacy.text_listen`).
 //! - [`tls`]: built-in TLS (`server.tls_cert`, `server.tls_key`).
@@ -31,6 +35,7 @@
 //! # }
 //! ```
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod broker;
@@ -38,13 +43,16 @@ pub mod config;
 pub mod demo;
 pub mod gateway;
 pub mod handlers;
+pub mod http;
 pub mod hub;
 pub mod legacy;
 pub mod metrics;
 pub mod protocol;
 pub mod push;
+pub mod ratelimit;
 pub mod server;
 pub mod tls;
+pub mod wechat;
 
 pub use config::Config;
 pub use server::{Server, ServerBuilder};

@@ -1,5 +1,7 @@
 //! A push request as backends write it (`POST /api/push`, batch items, upstream answers):
-//! exactly one target plus `data`, validated here once for every entry point.
+//! exactly one target plus `data`, validated here once for every entry point. A single-uid
+//! push may carry `subscribe`, the WeChat subscribe message the API sends when the uid has
+//! no live connection (see [`crate::wechat`]).
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -9,9 +11,10 @@ use crate::{
     broker::{Broker, BrokerError, Published},
     hub::Target,
     protocol::valid_group,
+    wechat::Subscribe,
 };
 
-/// `{"uid"|"uids"|"group"|"conn"|"all": .., "data": .., "store"?: bool}`.
+/// `{"uid"|"uids"|"group"|"conn"|"all": .., "data": .., "store"?: bool, "subscribe"?: {..}}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PushRequest {
@@ -23,6 +26,7 @@ pub struct PushRequest {
     data: Box<RawValue>,
     #[serde(default = "stored_by_default")]
     store: bool,
+    subscribe: Option<Subscribe>,
 }
 
 fn stored_by_default() -> bool {
@@ -52,6 +56,12 @@ impl PushRequest {
             return Err(invalid(
                 "give exactly one target: uid, uids, group, conn or all",
             ));
+        }
+        if let Some(subscribe) = &self.subscribe {
+            if self.uid.is_none() {
+                return Err(invalid("`subscribe` needs a single `uid` target"));
+            }
+            subscribe.validate().map_err(invalid)?;
         }
         let check_uid = |u: &String| {
             if valid_uid(u) {
@@ -89,6 +99,16 @@ impl PushRequest {
             Some(true) => Ok(vec![Target::All]),
             _ => Err(invalid("`all` must be true")),
         }
+    }
+
+    /// Whether the push carries a `subscribe` fallback.
+    pub fn has_subscribe(&self) -> bool {
+        self.subscribe.is_some()
+    }
+
+    /// The uid and subscribe message of a push with a `subscribe` fallback.
+    pub fn fallback(&self) -> Option<(&str, &Subscribe)> {
+        Some((self.uid.as_deref()?, self.subscribe.as_ref()?))
     }
 
     /// Validates, then publishes. For `"uids"` the answer's `seq` is `None` and `delivered`

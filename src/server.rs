@@ -22,6 +22,7 @@ use actix_web::{
 };
 
 use crate::{
+    alerts::{Alert, AlertTuning, Alerts},
     api,
     broker::{Broker, MemoryBroker, RedisBroker},
     config::Config,
@@ -31,6 +32,7 @@ use crate::{
     legacy::LegacyPort,
     metrics::Metrics,
     protocol::close,
+    wechat::Wechat,
 };
 
 /// State shared by every worker thread: configuration, hub, broker, handlers, counters.
@@ -41,6 +43,10 @@ pub struct App {
     pub handlers: Handlers,
     pub metrics: Arc<Metrics>,
     pub node_id: String,
+    /// The WeChat client, when `wechat.appid` and `wechat.secret` are set.
+    pub wechat: Option<Wechat>,
+    /// Operator alerts (a no-op without `alerts.dingtalk.webhook`).
+    pub alerts: Alerts,
     conn_prefix: String,
     conn_seq: AtomicU64,
     /// WebSocket connection tasks still running (closing ones included).
@@ -99,10 +105,14 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// How long shutdown waits for queued alerts (the "node stopping" one) to be sent.
+const ALERTS_FLUSH: Duration = Duration::from_secs(3);
+
 /// Builds a server: a configuration plus any Rust handlers.
 pub struct ServerBuilder {
     config: Config,
     handlers: Handlers,
+    alert_tuning: AlertTuning,
 }
 
 impl ServerBuilder {
@@ -111,6 +121,12 @@ impl ServerBuilder {
     pub fn handler(mut self, pattern: &str, handler: impl Handler) -> Result<Self, String> {
         self.handlers.register(pattern, handler)?;
         Ok(self)
+    }
+
+    /// Changes the alerts' timing (tests shorten DingTalk's one-minute window).
+    pub fn alert_tuning(mut self, tuning: AlertTuning) -> Self {
+        self.alert_tuning = tuning;
+        self
     }
 
     /// Binds `server.listen` (port 0 picks a free port) and starts serving.
@@ -123,12 +139,14 @@ impl ServerBuilder {
     pub async fn start_on(self, listener: TcpListener) -> io::Result<Server> {
         let config = self.config;
         let metrics = Arc::new(Metrics::default());
-        let hub = Arc::new(Hub::new(config.limits.max_conns_per_uid, metrics.clone()));
         let node_id = config
             .server
             .node_id
             .clone()
             .unwrap_or_else(default_node_id);
+        // Before the broker: a cluster broker raises `BrokerLost`/`BrokerRegained` on it.
+        let alerts = Alerts::start(&config.alerts, &node_id, metrics.clone(), self.alert_tuning);
+        let hub = Arc::new(Hub::new(config.limits.max_conns_per_uid, metrics.clone()));
         let ttl = Duration::from_secs(config.history.ttl_secs);
         let broker: Arc<dyn Broker> = match &config.broker.url {
             None => Arc::new(MemoryBroker::new(
@@ -145,12 +163,15 @@ impl ServerBuilder {
                     node_id.clone(),
                     config.history.size,
                     ttl,
+                    alerts.clone(),
                 )
                 .await
                 .map_err(io::Error::other)?,
             ),
         };
         let app = Arc::new(App {
+            wechat: Wechat::new(&config.wechat, metrics.clone()),
+            alerts,
             conn_prefix: format!("c{}.", crate::random_id(6)),
             conn_seq: AtomicU64::new(1),
             live: Arc::new(AtomicUsize::new(0)),
@@ -206,6 +227,7 @@ impl ServerBuilder {
         let handle = server.handle();
         let task = tokio::spawn(server);
         tracing::info!(%addr, scheme, node = %app.node_id, "minipush listening");
+        app.alerts.notify(Alert::NodeStarted { addr });
         Ok(Server {
             addr,
             handle,
@@ -261,6 +283,7 @@ impl Server {
         ServerBuilder {
             handlers: Handlers::from_config(&config),
             config,
+            alert_tuning: AlertTuning::default(),
         }
     }
 
@@ -295,6 +318,9 @@ impl Server {
             .hub
             .close_target(&Target::All, close::GOING_AWAY, "server shutting down");
         tracing::info!(connections = n, "shutting down");
+        self.app
+            .alerts
+            .notify(Alert::NodeStopping { connections: n });
         let grace = Duration::from_secs(self.app.config.server.shutdown_grace_secs);
         let deadline = tokio::time::Instant::now() + grace;
         while self.app.live.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
@@ -302,6 +328,7 @@ impl Server {
         }
         self.app.broker.stop().await;
         self.handle.stop(true).await;
+        self.app.alerts.shutdown(ALERTS_FLUSH).await;
         self.task.await.map_err(io::Error::other)?
     }
 

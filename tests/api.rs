@@ -51,20 +51,6 @@ async fn join(c: &mut Client, group: &str) {
     assert!(r["data"]["seq"].is_u64(), "{r}");
 }
 
-/// The value of one sample line (`name{labels} value`) in Prometheus text.
-fn metric(text: &str, sample: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no sample {sample} in:\n{text}"))
-}
-
-async fn metrics_text(srv: &TestServer) -> String {
-    let (status, body) = srv.api_as(None, "GET", "/metrics", None).await;
-    assert_eq!(status, 200, "{body}");
-    body.as_str().expect("metrics are text").to_string()
-}
-
 // ---------------------------------------------------------------------------------------
 // Pushes and their targets
 // ---------------------------------------------------------------------------------------
@@ -405,7 +391,7 @@ async fn health_and_readiness_need_no_key() {
 #[tokio::test]
 async fn metrics_use_the_spec_names_and_count() {
     let srv = TestServer::start().await;
-    let before = metrics_text(&srv).await;
+    let before = srv.metrics_text().await;
     for name in [
         "minipush_connections",
         "minipush_handshakes_total{result=\"ok\"}",
@@ -421,7 +407,7 @@ async fn metrics_use_the_spec_names_and_count() {
     srv.push(json!({"uid": "u1", "data": 1})).await;
     next_push(&mut c).await;
 
-    let after = metrics_text(&srv).await;
+    let after = srv.metrics_text().await;
     assert_eq!(metric(&after, "minipush_connections"), 1.0, "{after}");
     let ok = "minipush_handshakes_total{result=\"ok\"}";
     assert_eq!(metric(&after, ok), metric(&before, ok) + 1.0, "{after}");

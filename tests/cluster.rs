@@ -222,10 +222,33 @@ async fn a_killed_node_is_counted_out_within_30_seconds() {
     assert_eq!(stats["nodes"].as_array().unwrap().len(), 1, "{stats}");
 }
 
+/// The texts a fake DingTalk robot received so far.
+fn robot_texts(robot: &common::FakeHttp) -> Vec<String> {
+    robot
+        .calls("/robot")
+        .iter()
+        .map(|c| {
+            c.json["markdown"]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn a_redis_outage_is_reported_and_healed() {
     let mut redis = RedisServer::start();
-    let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
+    let robot = common::FakeHttp::start(|_| common::Reply::json(json!({"errcode": 0}))).await;
+    let (url, webhook) = (redis.url(), robot.url("/robot?access_token=t"));
+    let a = TestServer::start_with(move |c| {
+        c.broker.url = Some(minipush::config::Secret::new(url));
+        c.server.node_id = Some("a".into());
+        c.alerts.dingtalk.webhook = Some(minipush::config::Secret::new(webhook));
+        c.alerts.dingtalk.secret = Some(minipush::config::Secret::new("SECxyz"));
+    })
+    .await;
+    let b = node(&redis, "b").await;
     let (mut client, _) = a.connect(Some("u1")).await;
     b.push(json!({"uid":"u1","data":"before"})).await;
     assert_eq!(client.next_where(is_push).await["data"], "before");
@@ -264,6 +287,22 @@ async fn a_redis_outage_is_reported_and_healed() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    // The operator heard about both.
+    let alerted = |text: &'static str| {
+        let robot = &robot;
+        async move { robot_texts(robot).iter().any(|t| t.contains(text)) }
+    };
+    assert!(
+        eventually(|| alerted("broker is unreachable")).await,
+        "{:?}",
+        robot_texts(&robot)
+    );
+    assert!(
+        eventually(|| alerted("reachable again")).await,
+        "{:?}",
+        robot_texts(&robot)
+    );
+
     let answer = b.push(json!({"uid":"u1","data":"after"})).await;
     assert_eq!(answer["seq"], 2, "{answer}");
     let p = client.next_where(is_push).await;

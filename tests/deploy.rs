@@ -64,7 +64,14 @@ fn the_example_configuration_passes_check_config_with_secrets_from_the_environme
     let secrets = [
         ("MINIPUSH_AUTH_TOKENS", "deploy-test-token"),
         ("MINIPUSH_API_KEYS", "deploy-test-key"),
+        ("MINIPUSH_WECHAT_APPID", "wx0123456789abcdef"),
         ("MINIPUSH_WECHAT_SECRET", "deploy-test-wechat-secret"),
+        (
+            "MINIPUSH_ALERTS_DINGTALK_WEBHOOK",
+            "https://oapi.dingtalk.com/robot/send?access_token=t",
+        ),
+        ("MINIPUSH_ALERTS_DINGTALK_SECRET", "SECdeploytest"),
+        ("MINIPUSH_BROKER_URL", "redis://:pw@10.0.0.5:6379/0"),
     ];
     let (ok, out, err) = run_cli(&["check-config", path], &secrets);
     assert!(ok, "{out}{err}");
@@ -100,6 +107,13 @@ fn the_example_configuration_passes_check_config_with_secrets_from_the_environme
         "appid",
         "MINIPUSH_WECHAT_SECRET",
         "api_base",
+        "login_per_min",
+        "login_ip_header",
+        "connections_over",
+        "handshake_failures_per_min",
+        "MINIPUSH_ALERTS_DINGTALK_WEBHOOK",
+        "MINIPUSH_ALERTS_DINGTALK_SECRET",
+        "MINIPUSH_BROKER_URL",
         "text_listen",
         "[[upstream]]",
         "types",

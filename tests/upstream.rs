@@ -6,104 +6,11 @@
 
 mod common;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use actix_web::{http::StatusCode, web, HttpResponse, HttpServer};
 use common::*;
 use minipush::config::UpstreamConfig;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, Mutex};
-
-/// What the fake backend answers to one request.
-struct Answer {
-    status: u16,
-    body: String,
-    delay: Duration,
-}
-
-impl Answer {
-    fn json(v: Value) -> Answer {
-        Answer::raw(200, &v.to_string())
-    }
-    fn raw(status: u16, body: &str) -> Answer {
-        Answer {
-            status,
-            body: body.to_string(),
-            delay: Duration::ZERO,
-        }
-    }
-    fn after(mut self, delay: Duration) -> Answer {
-        self.delay = delay;
-        self
-    }
-}
-
-type Respond = Arc<dyn Fn(&Value) -> Answer + Send + Sync>;
-
-/// A fake business backend: records every request body and answers with `respond`.
-struct Backend {
-    url: String,
-    seen: Mutex<mpsc::UnboundedReceiver<String>>,
-}
-
-impl Backend {
-    async fn start(respond: impl Fn(&Value) -> Answer + Send + Sync + 'static) -> Backend {
-        let respond: Respond = Arc::new(respond);
-        let (tx, rx) = mpsc::unbounded_channel::<String>();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = HttpServer::new(move || {
-            let respond = respond.clone();
-            let tx = tx.clone();
-            actix_web::App::new().default_service(web::to(move |body: web::Bytes| {
-                let respond = respond.clone();
-                let tx = tx.clone();
-                async move {
-                    let text = String::from_utf8_lossy(&body).into_owned();
-                    let request = serde_json::from_str(&text).unwrap_or(Value::Null);
-                    let _ = tx.send(text);
-                    let answer = respond(&request);
-                    if !answer.delay.is_zero() {
-                        tokio::time::sleep(answer.delay).await;
-                    }
-                    HttpResponse::build(StatusCode::from_u16(answer.status).unwrap())
-                        .content_type("application/json")
-                        .body(answer.body)
-                }
-            }))
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .unwrap()
-        .run();
-        tokio::spawn(server);
-        Backend {
-            url: format!("http://{addr}/hook"),
-            seen: Mutex::new(rx),
-        }
-    }
-
-    /// The next request body the backend received: raw text and parsed JSON.
-    async fn next(&self) -> (String, Value) {
-        let raw = tokio::time::timeout(WAIT, self.seen.lock().await.recv())
-            .await
-            .expect("the backend is called in time")
-            .expect("the backend is running");
-        let v = serde_json::from_str(&raw).expect("minipush sends JSON");
-        (raw, v)
-    }
-
-    /// How many requests arrived that were not taken with `next`.
-    async fn pending(&self) -> usize {
-        let mut rx = self.seen.lock().await;
-        let mut n = 0;
-        while rx.try_recv().is_ok() {
-            n += 1;
-        }
-        n
-    }
-}
 
 fn entry(types: &[&str], url: &str, timeout_ms: u64) -> UpstreamConfig {
     UpstreamConfig {
@@ -145,8 +52,8 @@ async fn assert_unavailable_and_still_usable(c: &mut Client, id: &str, msg: Valu
 
 #[tokio::test]
 async fn backend_receives_conn_uid_and_the_exact_frame() {
-    let be = Backend::start(|_| Answer::json(json!({"reply": {"got": true}}))).await;
-    let srv = server_for(&be.url).await;
+    let be = FakeHttp::start(|_| Reply::json(json!({"reply": {"got": true}}))).await;
+    let srv = server_for(&be.url("/hook")).await;
     let (mut c, welcome) = srv.connect(Some("u1")).await;
     let frame = r#"{"type":"order.create","id":"7","item":12345678901234567890,"price":1.0,"note":"\u00e9"}"#;
     c.send_text(frame).await;
@@ -155,7 +62,9 @@ async fn backend_receives_conn_uid_and_the_exact_frame() {
         reply,
         json!({"type": "reply", "ref": "7", "data": {"got": true}})
     );
-    let (raw, body) = be.next().await;
+    let Seen {
+        raw, json: body, ..
+    } = be.next().await;
     assert_eq!(body["conn"], welcome["conn"], "{raw}");
     assert_eq!(body["uid"], "u1", "{raw}");
     assert_eq!(
@@ -171,7 +80,9 @@ async fn backend_receives_conn_uid_and_the_exact_frame() {
         .request("8", json!({"type": "order.list", "page": 2}))
         .await;
     assert_eq!(reply["type"], "reply", "{reply}");
-    let (raw, body) = be.next().await;
+    let Seen {
+        raw, json: body, ..
+    } = be.next().await;
     assert_eq!(body["conn"], welcome["conn"], "{raw}");
     assert_eq!(body.get("uid"), Some(&Value::Null), "{raw}");
     assert_eq!(body["message"]["page"], 2, "{raw}");
@@ -179,18 +90,18 @@ async fn backend_receives_conn_uid_and_the_exact_frame() {
 
 #[tokio::test]
 async fn backend_answer_replies_to_the_sender_and_pushes() {
-    let be = Backend::start(|req| {
-        Answer::json(json!({
-            "reply": {"order": 42, "for": req["message"]["id"]},
+    let be = FakeHttp::start(|req| {
+        Reply::json(json!({
+            "reply": {"order": 42, "for": req.json["message"]["id"]},
             "push": [
                 {"uid": "u2", "data": {"paid": true}},
                 {"group": "ops", "data": {"new_order": 42}},
-                {"conn": req["conn"], "data": "just you"},
+                {"conn": req.json["conn"], "data": "just you"},
             ],
         }))
     })
     .await;
-    let srv = server_for(&be.url).await;
+    let srv = server_for(&be.url("/hook")).await;
     let (mut sender, welcome) = srv.connect(Some("u1")).await;
     let (mut u2, _) = srv.connect(Some("u2")).await;
     let (mut ops, _) = srv.connect(None).await;
@@ -233,31 +144,32 @@ async fn backend_answer_replies_to_the_sender_and_pushes() {
 
 #[tokio::test]
 async fn order_star_matches_dotted_types_but_not_order_itself() {
-    let be = Backend::start(|req| Answer::json(json!({"reply": req["message"]["type"]}))).await;
-    let srv = server_for(&be.url).await;
+    let be =
+        FakeHttp::start(|req| Reply::json(json!({"reply": req.json["message"]["type"]}))).await;
+    let srv = server_for(&be.url("/hook")).await;
     let (mut c, _) = srv.connect(Some("u1")).await;
     for ty in ["order.create", "order.a.b"] {
         let reply = c.request(ty, json!({ "type": ty })).await;
         assert_eq!(reply["type"], "reply", "{ty}: {reply}");
         assert_eq!(reply["data"], ty);
-        assert_eq!(be.next().await.1["message"]["type"], ty);
+        assert_eq!(be.next().await.json["message"]["type"], ty);
     }
     for ty in ["order", "orders.create", "xorder.create"] {
         let answer = c.request(ty, json!({ "type": ty })).await;
         assert_eq!(answer["type"], "error", "{ty}: {answer}");
         assert_eq!(answer["code"], "unknown_type", "{ty}: {answer}");
     }
-    assert_eq!(be.pending().await, 0, "unmatched types reached the backend");
+    assert_eq!(be.pending(), 0, "unmatched types reached the backend");
 }
 
 #[tokio::test]
 async fn backend_http_error_is_upstream_unavailable() {
-    let be = Backend::start(|req| {
-        let status = req["message"]["status"].as_u64().unwrap_or(500) as u16;
-        Answer::raw(status, r#"{"reply":"should not be used"}"#)
+    let be = FakeHttp::start(|req| {
+        let status = req.json["message"]["status"].as_u64().unwrap_or(500) as u16;
+        Reply::raw(status, r#"{"reply":"should not be used"}"#)
     })
     .await;
-    let srv = server_for(&be.url).await;
+    let srv = server_for(&be.url("/hook")).await;
     let (mut c, _) = srv.connect(Some("u1")).await;
     for status in [500, 503, 404, 400] {
         let msg = json!({"type": "order.create", "status": status});
@@ -268,9 +180,9 @@ async fn backend_http_error_is_upstream_unavailable() {
 #[tokio::test]
 async fn backend_slower_than_timeout_is_upstream_unavailable() {
     let be =
-        Backend::start(|_| Answer::json(json!({"reply": "late"})).after(Duration::from_secs(3)))
+        FakeHttp::start(|_| Reply::json(json!({"reply": "late"})).after(Duration::from_secs(3)))
             .await;
-    let srv = server_for(&be.url).await; // timeout_ms = 500
+    let srv = server_for(&be.url("/hook")).await; // timeout_ms = 500
     let (mut c, _) = srv.connect(Some("u1")).await;
     let (mut other, _) = srv.connect(Some("u2")).await;
     let started = std::time::Instant::now();
@@ -292,15 +204,15 @@ async fn backend_slower_than_timeout_is_upstream_unavailable() {
 
 #[tokio::test]
 async fn backend_answer_that_is_not_json_is_upstream_unavailable() {
-    let be = Backend::start(|req| {
-        let body = req["message"]["body"]
+    let be = FakeHttp::start(|req| {
+        let body = req.json["message"]["body"]
             .as_str()
             .unwrap_or_default()
             .to_string();
-        Answer::raw(200, &body)
+        Reply::raw(200, &body)
     })
     .await;
-    let srv = server_for(&be.url).await;
+    let srv = server_for(&be.url("/hook")).await;
     let (mut c, _) = srv.connect(Some("u1")).await;
     for (i, body) in ["<html>oops</html>", "", "{\"reply\":", "not json"]
         .into_iter()
@@ -313,10 +225,7 @@ async fn backend_answer_that_is_not_json_is_upstream_unavailable() {
 
 #[tokio::test]
 async fn unreachable_backend_is_upstream_unavailable() {
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    }; // dropped: nothing listens there any more
+    let closed = closed_addr();
     let srv = server_for(&format!("http://{closed}/hook")).await;
     let (mut c, _) = srv.connect(Some("u1")).await;
     for id in ["r1", "r2"] {
@@ -326,12 +235,12 @@ async fn unreachable_backend_is_upstream_unavailable() {
 
 #[tokio::test]
 async fn backend_answer_with_an_invalid_push_is_upstream_unavailable() {
-    let be = Backend::start(|req| {
-        let push = req["message"]["push"].clone();
-        Answer::json(json!({"reply": {"ok": 1}, "push": [push]}))
+    let be = FakeHttp::start(|req| {
+        let push = req.json["message"]["push"].clone();
+        Reply::json(json!({"reply": {"ok": 1}, "push": [push]}))
     })
     .await;
-    let srv = server_for(&be.url).await;
+    let srv = server_for(&be.url("/hook")).await;
     let (mut c, _) = srv.connect(Some("u1")).await;
     let (mut u2, _) = srv.connect(Some("u2")).await;
     let bad_items = [
@@ -341,6 +250,8 @@ async fn backend_answer_with_an_invalid_push_is_upstream_unavailable() {
         json!({"uid": "u2"}),
         json!({"all": false, "data": 1}),
         json!({"uid": "u2", "data": 1, "gruop": "g"}),
+        // The WeChat fallback belongs to the HTTP API, not to upstream answers.
+        json!({"uid": "u2", "data": 1, "subscribe": {"template_id": "t", "data": {}}}),
     ];
     for (i, item) in bad_items.into_iter().enumerate() {
         let msg = json!({"type": "order.create", "push": item});
@@ -357,11 +268,11 @@ async fn backend_answer_with_an_invalid_push_is_upstream_unavailable() {
 
 #[tokio::test]
 async fn the_first_matching_entry_wins() {
-    let a = Backend::start(|_| Answer::json(json!({"reply": "a"}))).await;
-    let b = Backend::start(|_| Answer::json(json!({"reply": "b"}))).await;
+    let a = FakeHttp::start(|_| Reply::json(json!({"reply": "a"}))).await;
+    let b = FakeHttp::start(|_| Reply::json(json!({"reply": "b"}))).await;
     let entries = vec![
-        entry(&["order.pay", "shop.*"], &a.url, 500),
-        entry(&["order.*", "shop.buy"], &b.url, 500),
+        entry(&["order.pay", "shop.*"], &a.url("/hook"), 500),
+        entry(&["order.*", "shop.buy"], &b.url("/hook"), 500),
     ];
     let srv = TestServer::start_with(move |c| c.upstream = entries).await;
     let (mut c, _) = srv.connect(Some("u1")).await;
@@ -379,7 +290,7 @@ async fn the_first_matching_entry_wins() {
         a.next().await;
     }
     b.next().await;
-    assert_eq!(a.pending().await + b.pending().await, 0);
+    assert_eq!(a.pending() + b.pending(), 0);
 }
 
 #[tokio::test]

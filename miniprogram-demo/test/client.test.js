@@ -82,7 +82,7 @@ test('an anonymous ticket connects with [sig, ts]', async (t) => {
 });
 
 test('loginTicket: wx.login, then POST {code} to a login endpoint for the ticket', async (t) => {
-  // A stand-in for POST /api/login (not built in the server yet): the code becomes a uid.
+  // A stand-in for POST /api/login (the real one needs WeChat): the code becomes a uid.
   const codes = [];
   const login = http.createServer((req, res) => {
     let body = '';

@@ -31,6 +31,7 @@ use super::{messages, socket::Socket};
 use crate::{
     hub::{conn::QUEUE_KEEP, Conn},
     protocol::{self, close, code, ClientMessage, Frame},
+    ratelimit::TokenBucket,
     server::App,
 };
 
@@ -93,8 +94,10 @@ pub async fn run<S: Socket>(
     admitted: bool,
 ) {
     let max = app.config.limits.max_frame_bytes;
+    // `client_msgs_per_sec` tokens a second, bursts up to twice that.
+    let rate = f64::from(app.config.limits.client_msgs_per_sec);
     let mut link = Link {
-        bucket: TokenBucket::new(app.config.limits.client_msgs_per_sec),
+        bucket: TokenBucket::new(rate, rate * 2.0),
         app: app.clone(),
         conn: conn.clone(),
         io,
@@ -447,36 +450,5 @@ fn protocol_error(e: &ProtocolError) -> (u16, &'static str) {
     match e {
         ProtocolError::Overflow => (close::TOO_BIG, "frame larger than limits.max_frame_bytes"),
         _ => (close::PROTOCOL_ERROR, "WebSocket protocol error"),
-    }
-}
-
-/// `client_msgs_per_sec` tokens a second, bursts up to twice that.
-struct TokenBucket {
-    rate: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new(per_sec: u32) -> Self {
-        let rate = f64::from(per_sec);
-        TokenBucket {
-            rate,
-            tokens: rate * 2.0,
-            last: Instant::now(),
-        }
-    }
-
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
-        self.tokens = (self.tokens + refill).min(self.rate * 2.0);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
     }
 }

@@ -168,7 +168,7 @@ impl Handlers {
         let mut h = Handlers::default();
         h.entries.push(("echo".into(), Arc::new(echo::Echo)));
         h.entries.push(("chat".into(), Arc::new(chat::Chat)));
-        let client = upstream::client();
+        let client = crate::http::client();
         for up in &config.upstream {
             let handler: Arc<dyn Handler> = Arc::new(upstream::Upstream::new(up, client.clone()));
             for pattern in &up.types {

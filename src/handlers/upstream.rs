@@ -2,7 +2,8 @@
 //! `{"conn":..,"uid":..,"message":<the frame>}`. The backend answers
 //! `{"reply":<any>?, "push":[<push request>, ..]?}`. Any failure (connection error,
 //! timeout, non-2xx status, an answer that is not such JSON) answers the sender with
-//! `upstream_unavailable`, and nothing else is affected.
+//! `upstream_unavailable`, and nothing else is affected. Pushes in the answer may not carry
+//! `subscribe` (the WeChat fallback is a feature of `POST /api/push`).
 
 use std::time::Duration;
 
@@ -12,16 +13,6 @@ use serde_json::value::RawValue;
 
 use super::{ClientMessage, Ctx, Handler, HandlerError, Reply};
 use crate::{config::UpstreamConfig, protocol::code, push::PushRequest};
-
-/// The HTTP client shared by every upstream entry (one connection pool).
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .user_agent(concat!("minipush/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(3))
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build()
-        .expect("the TLS backend initialises")
-}
 
 pub struct Upstream {
     url: String,
@@ -84,6 +75,9 @@ impl Upstream {
         for p in &answer.push {
             p.targets()
                 .map_err(|e| format!("answer has a bad push: {e}"))?;
+            if p.has_subscribe() {
+                return Err("answer has a push with `subscribe`: only the HTTP API sends subscribe messages".into());
+            }
         }
         Ok(answer)
     }

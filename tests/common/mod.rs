@@ -1,13 +1,18 @@
 //! Shared test harness: a real minipush server on 127.0.0.1:0 (plain, or with built-in
 //! TLS and a self-signed test certificate), a signed WebSocket client (tokio-tungstenite)
-//! with `next(predicate)`, a small HTTP API client (reqwest), and runners for the binary.
+//! with `next(predicate)`, a small HTTP API client (reqwest), runners for the binary, a
+//! private redis-server, and [`FakeHttp`], a recording HTTP server that plays business
+//! backends, WeChat and DingTalk.
 #![allow(dead_code)] // each test file uses its own subset
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
+
+use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse, HttpServer};
 
 use futures_util::{SinkExt, StreamExt};
 use minipush::{auth::sign, protocol::now_secs, Config, Server, ServerBuilder};
@@ -150,6 +155,18 @@ impl TestServer {
         let text = res.text().await.unwrap();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, body)
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        let (status, body) = self.api_as(None, "GET", "/metrics", None).await;
+        assert_eq!(status, 200, "{body}");
+        body.as_str().expect("metrics are text").to_string()
+    }
+
+    /// The value of one `/metrics` sample, e.g. `minipush_pushes_total`.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        metric(&self.metrics_text().await, sample)
     }
 
     /// `POST /api/push`, expecting success.
@@ -302,6 +319,20 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).to_string(),
         String::from_utf8_lossy(&out.stderr).to_string(),
     )
+}
+
+/// The value of one sample line (`name{labels} value`) in Prometheus text.
+pub fn metric(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {sample} in:\n{text}"))
+}
+
+/// A loopback address nothing listens on (connections to it are refused).
+pub fn closed_addr() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
 }
 
 /// The `Sec-WebSocket-Protocol` value of a ticket: `sig, ts[, uid]`.
@@ -685,5 +716,144 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One request a [`FakeHttp`] received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub query: HashMap<String, String>,
+    /// The body as sent, and parsed (`Null` when it is not JSON).
+    pub raw: String,
+    pub json: Value,
+    pub at: Instant,
+}
+
+/// What a [`FakeHttp`] answers to one request.
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn json(v: Value) -> Reply {
+        Reply::raw(200, &v.to_string())
+    }
+    pub fn raw(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            body: body.to_string(),
+            delay: Duration::ZERO,
+        }
+    }
+    pub fn after(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+}
+
+type Respond = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
+
+/// A fake HTTP service on 127.0.0.1:0 (a business backend, WeChat's API, a DingTalk
+/// robot): records every request and answers it with `respond`.
+pub struct FakeHttp {
+    /// `http://127.0.0.1:<port>`
+    pub base: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    /// How many of `seen` were taken by `next` or `pending`.
+    taken: Mutex<usize>,
+}
+
+impl FakeHttp {
+    pub async fn start(respond: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> FakeHttp {
+        let respond: Respond = Arc::new(respond);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = HttpServer::new(move || {
+            let respond = respond.clone();
+            let log = log.clone();
+            actix_web::App::new().default_service(web::to(
+                move |req: HttpRequest, body: web::Bytes| {
+                    let respond = respond.clone();
+                    let log = log.clone();
+                    async move {
+                        let raw = String::from_utf8_lossy(&body).into_owned();
+                        let query =
+                            web::Query::<HashMap<String, String>>::from_query(req.query_string())
+                                .map(|q| q.into_inner())
+                                .unwrap_or_default();
+                        let seen = Seen {
+                            method: req.method().to_string(),
+                            path: req.path().to_string(),
+                            query,
+                            json: serde_json::from_str(&raw).unwrap_or(Value::Null),
+                            raw,
+                            at: Instant::now(),
+                        };
+                        let answer = respond(&seen);
+                        log.lock().unwrap().push(seen);
+                        if !answer.delay.is_zero() {
+                            tokio::time::sleep(answer.delay).await;
+                        }
+                        HttpResponse::build(StatusCode::from_u16(answer.status).unwrap())
+                            .content_type("application/json")
+                            .body(answer.body)
+                    }
+                },
+            ))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server); // ends with the test's runtime
+        FakeHttp {
+            base: format!("http://{addr}"),
+            seen,
+            taken: Mutex::new(0),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The next request not yet taken, waiting up to `WAIT`.
+    pub async fn next(&self) -> Seen {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            {
+                let seen = self.seen.lock().unwrap();
+                let mut taken = self.taken.lock().unwrap();
+                if let Some(s) = seen.get(*taken) {
+                    *taken += 1;
+                    return s.clone();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the fake server is called in time"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// How many requests arrived that were not taken with `next`; takes them.
+    pub fn pending(&self) -> usize {
+        let n = self.seen.lock().unwrap().len();
+        let mut taken = self.taken.lock().unwrap();
+        std::mem::replace(&mut *taken, n).abs_diff(n)
+    }
+
+    /// Every request so far whose path is `path`.
+    pub fn calls(&self, path: &str) -> Vec<Seen> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter().filter(|s| s.path == path).cloned().collect()
     }
 }

@@ -31,6 +31,7 @@ use self::{
 };
 use super::{Broker, BrokerError, Greeting, Published, Resumed};
 use crate::{
+    alerts::{Alert, Alerts},
     hub::{history, Conn, GroupInfo, Hub, Target},
     metrics::Metrics,
     protocol::{self, close, Frame},
@@ -64,6 +65,7 @@ struct Inner {
     reachable: AtomicBool,
     history_size: usize,
     ttl: Duration,
+    alerts: Alerts,
     /// Dropped with the broker: background tasks end.
     _alive: watch::Sender<()>,
     alive: watch::Receiver<()>,
@@ -104,6 +106,7 @@ impl RedisBroker {
         node: String,
         history_size: usize,
         ttl: Duration,
+        alerts: Alerts,
     ) -> Result<RedisBroker, String> {
         let client = redis::Client::open(url)
             .map_err(|e| format!("`broker.url` is not a usable Redis URL: {:?}", e.kind()))?;
@@ -132,6 +135,7 @@ impl RedisBroker {
             reachable: AtomicBool::new(true),
             history_size,
             ttl,
+            alerts,
             _alive: alive_tx,
             alive,
         });
@@ -435,16 +439,32 @@ impl Inner {
     /// Marks this node alive and publishes its stats; records whether Redis answered.
     async fn beat(&self) {
         let stats = crate::metrics::node_stats(&self.node, &self.hub, &self.metrics).to_string();
-        let ok = self.store.heartbeat(&self.node, &stats).await.is_ok();
-        self.set_reachable(ok);
+        match self.store.heartbeat(&self.node, &stats).await {
+            Ok(()) => self.set_reachable(Ok(())),
+            Err(e) => self.set_reachable(Err(&format!("heartbeat failed: {e}"))),
+        }
     }
 
-    fn set_reachable(&self, ok: bool) {
-        if self.reachable.swap(ok, Ordering::AcqRel) != ok {
-            if ok {
+    /// Records whether Redis answers; a change is logged and alerted. `reason` (why it
+    /// does not) never holds the URL.
+    fn set_reachable(&self, state: Result<(), &str>) {
+        let ok = state.is_ok();
+        if self.reachable.swap(ok, Ordering::AcqRel) == ok {
+            return;
+        }
+        match state {
+            Ok(()) => {
                 tracing::info!("Redis is reachable again");
-            } else {
-                tracing::warn!("Redis is unreachable: serving local connections only");
+                self.alerts.notify(Alert::BrokerRegained);
+            }
+            Err(reason) => {
+                tracing::warn!(
+                    reason,
+                    "Redis is unreachable: serving local connections only"
+                );
+                self.alerts.notify(Alert::BrokerLost {
+                    reason: reason.to_string(),
+                });
             }
         }
     }
@@ -500,7 +520,7 @@ async fn subscriber(weak: Weak<Inner>) {
                     Ok(()) => {
                         backoff = BACKOFF_MIN;
                         inner.subscribed.store(true, Ordering::Release);
-                        inner.set_reachable(true);
+                        inner.set_reachable(Ok(()));
                         drop(inner);
                         loop {
                             let msg = tokio::select! {
@@ -522,7 +542,7 @@ async fn subscriber(weak: Weak<Inner>) {
         if let Some(inner) = weak.upgrade() {
             inner.subscribed.store(false, Ordering::Release);
             *inner.sink.lock().await = None;
-            inner.set_reachable(false);
+            inner.set_reachable(Err("lost the subscriber connection"));
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
