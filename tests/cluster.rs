@@ -390,3 +390,42 @@ async fn rediss_urls_speak_tls_to_redis_verified_by_the_system_store() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("broker.url"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_subscribe_fallback_asks_the_whole_cluster_who_is_online() {
+    let redis = RedisServer::start();
+    let wechat = common::FakeHttp::start(|req| match req.path.as_str() {
+        "/cgi-bin/stable_token" => {
+            common::Reply::json(json!({"access_token": "tok", "expires_in": 7200}))
+        }
+        _ => common::Reply::json(json!({"errcode": 0, "errmsg": "ok"})),
+    })
+    .await;
+    let (url, base) = (redis.url(), wechat.base.clone());
+    let a = TestServer::start_with(move |c| {
+        c.broker.url = Some(minipush::config::Secret::new(url));
+        c.wechat.appid = Some("wx0123456789abcdef".into());
+        c.wechat.secret = Some(minipush::config::Secret::new("app-secret"));
+        c.wechat.api_base = base;
+    })
+    .await;
+    let b = node(&redis, "b").await;
+    let (mut on_b, _) = b.connect(Some("here")).await;
+    let subscribe = json!({"template_id": "tpl", "page": "pages/index", "data": {}});
+
+    // Online on another node: delivered there, no subscribe message.
+    let answer = a
+        .push(json!({"uid": "here", "data": 1, "subscribe": subscribe}))
+        .await;
+    assert_eq!(
+        (answer["delivered"].as_u64(), &answer["fallback"]),
+        (Some(1), &Value::Null)
+    );
+    assert_eq!(on_b.next_where(is_push).await["data"], 1);
+    // Offline everywhere: the subscribe message goes out.
+    let answer = a
+        .push(json!({"uid": "away", "data": 2, "subscribe": subscribe}))
+        .await;
+    assert_eq!(answer["fallback"], "sent", "{answer}");
+    assert_eq!(wechat.calls("/cgi-bin/message/subscribe/send").len(), 1);
+}
