@@ -19,15 +19,30 @@
 //!   so at most one batch of records waits in memory per connection. Records still
 //!   waiting are [`Socket::pending_output`], which keeps the task waiting for
 //!   writability even with an empty queue.
+//!
+//! Waiting uses tokio's per-direction waker slot (`poll_read_ready`/`poll_write_ready`),
+//! not `readable()`/`writable()`: the HTTP task that read the upgrade request left its
+//! waker in that slot, and a waker keeps its whole task allocated (2.5 KiB) until it is
+//! replaced. The connection's first wait replaces it, so the HTTP task is freed at once.
 
 use std::{
-    future::Future,
+    future::{poll_fn, Future},
     io::{self, IoSlice, Read, Write},
 };
 
 use actix_tls::accept::rustls_0_23::TlsStream;
 use rustls::ServerConnection;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
+
+/// Waits until `tcp` is readable, through the socket's reader waker slot.
+fn read_ready(tcp: &TcpStream) -> impl Future<Output = io::Result<()>> + '_ {
+    poll_fn(move |cx| tcp.poll_read_ready(cx))
+}
+
+/// Waits until `tcp` is writable, through the socket's writer waker slot.
+fn write_ready(tcp: &TcpStream) -> impl Future<Output = io::Result<()>> + '_ {
+    poll_fn(move |cx| tcp.poll_write_ready(cx))
+}
 
 /// What the connection task needs from its socket.
 pub trait Socket: Unpin + 'static {
@@ -56,11 +71,11 @@ impl Socket for TcpStream {
     }
     #[inline]
     fn readable(&self) -> impl Future<Output = io::Result<()>> {
-        TcpStream::readable(self)
+        read_ready(self)
     }
     #[inline]
     fn writable(&self) -> impl Future<Output = io::Result<()>> {
-        TcpStream::writable(self)
+        write_ready(self)
     }
     #[inline]
     fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -128,14 +143,14 @@ impl Socket for TlsStream<TcpStream> {
         let (tcp, tls) = self.get_ref();
         // Plaintext or a close_notify already decrypted: no need to wait for the socket.
         if tls.wants_read() {
-            tcp.readable().await
+            read_ready(tcp).await
         } else {
             Ok(())
         }
     }
 
     fn writable(&self) -> impl Future<Output = io::Result<()>> {
-        self.get_ref().0.writable()
+        write_ready(self.get_ref().0)
     }
 
     fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {

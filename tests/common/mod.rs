@@ -484,8 +484,14 @@ pub struct RawClient {
 impl RawClient {
     /// Sends an upgrade request with `protocols` and reads the response head.
     pub async fn open(addr: std::net::SocketAddr, protocols: &str) -> RawClient {
+        Self::handshake(TcpStream::connect(addr).await.unwrap(), protocols).await
+    }
+
+    /// Upgrades an already connected socket (a client that connected earlier and sends
+    /// its request only now, as slow networks do).
+    pub async fn handshake(mut tcp: TcpStream, protocols: &str) -> RawClient {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let addr = tcp.peer_addr().unwrap();
         let req = format!(
             "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
