@@ -516,7 +516,8 @@ async fn idle(opts: &Opts, hold_secs: u64) -> serde_json::Value {
     let listeners = Listeners::start(conns, Clock(Instant::now()));
     tokio::time::sleep(Duration::from_secs(hold_secs)).await;
     let after = server_usage(&opts.pid);
-    listeners.finish(0, Duration::ZERO).await;
+    // Pushes that arrived while holding (bench/cluster-100k.sh sends one broadcast).
+    let (received, _, _) = listeners.finish(0, Duration::ZERO).await;
     let per_conn = match (before, after) {
         (Some(b), Some(a)) if n > 0 => Some((a.1.saturating_sub(b.1) * 1024) as f64 / n as f64),
         _ => None,
@@ -530,6 +531,7 @@ async fn idle(opts: &Opts, hold_secs: u64) -> serde_json::Value {
         "rss_kb_before": before.map(|b| b.1),
         "rss_kb_after": after.map(|a| a.1),
         "rss_bytes_per_conn": per_conn,
+        "pushes_received": received,
     })
 }
 
