@@ -170,16 +170,7 @@ start_server() { # name
     ;;
   esac
   SERVER_PID=$! # taskset execs the server: this is the server's own pid
-  local i
-  for i in $(seq 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      sleep 0.2
-      return 0
-    fi
-    sleep 0.1
-  done
-  log "error: $name did not start on port $port"
-  exit 1
+  wait_port "$port"
 }
 
 stop_server() {
