@@ -1,8 +1,13 @@
-//! Soak test for minipush: many churning WebSocket clients against an in-process server.
+//! Soak test for minipush: many churning WebSocket clients against an in-process server,
+//! or against a cluster of in-process nodes on Redis.
 //!
 //! ```text
 //! cargo run --release --example soak -- --clients 2000 --secs 600
+//! cargo run --release --example soak -- --nodes 3 --redis redis://127.0.0.1:6379/
 //! ```
+//!
+//! With `--nodes N --redis URL` (an empty Redis), every reconnect goes to a random node and
+//! every push request through a random node: resume and exactly-once across nodes.
 //!
 //! The tool starts a server on `127.0.0.1:0` (big history, several connections per uid),
 //! makes uid `u{i}` a member of group `g{i % groups}` through the API, and starts one client
@@ -96,6 +101,12 @@ struct Args {
     /// Seconds the final reconnect-and-resume phase may take.
     #[arg(long, default_value_t = 120)]
     settle_secs: u64,
+    /// Cluster nodes to start (with `--redis`); clients and pushes pick a node at random.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// `broker.url` of the cluster (an empty Redis); without it, one in-memory node.
+    #[arg(long)]
+    redis: Option<String>,
     /// Seconds between progress lines on standard error (0: none).
     #[arg(long, default_value_t = 10)]
     progress_secs: u64,
@@ -283,7 +294,7 @@ type Finals = HashMap<String, (u64, u64)>;
 struct Shared {
     args: Args,
     churn: (f64, f64),
-    ws_url: String,
+    ws_urls: Vec<String>,
     stats: Stats,
     latency: Latency,
     ready_notify: Notify,
@@ -491,7 +502,8 @@ impl Client {
     }
 
     async fn connect(&mut self, sh: &Shared) -> Option<Ws> {
-        let mut req = sh.ws_url.as_str().into_client_request().ok()?;
+        let url = &sh.ws_urls[rand::thread_rng().gen_range(0..sh.ws_urls.len())];
+        let mut req = url.as_str().into_client_request().ok()?;
         req.headers_mut()
             .insert("Sec-WebSocket-Protocol", self.ticket().parse().ok()?);
         match tokio::time::timeout(
@@ -939,7 +951,7 @@ impl Ledger {
 
 struct Pusher {
     http: reqwest::Client,
-    base: String,
+    bases: Vec<String>,
     ledger: Arc<Mutex<Ledger>>,
 }
 
@@ -962,15 +974,16 @@ impl Pusher {
     }
 
     async fn send(&self, items: Vec<(Value, String, usize, u64)>) {
+        let base = &self.bases[rand::thread_rng().gen_range(0..self.bases.len())];
         let batch = items.len() > 1;
         let (url, body) = if batch {
             let pushes: Vec<&Value> = items.iter().map(|(b, ..)| b).collect();
             (
-                format!("{}/api/push/batch", self.base),
+                format!("{base}/api/push/batch"),
                 json!({ "pushes": pushes }),
             )
         } else {
-            (format!("{}/api/push", self.base), items[0].0.clone())
+            (format!("{base}/api/push"), items[0].0.clone())
         };
         let res = self
             .http
@@ -1124,15 +1137,35 @@ async fn run(args: Args, churn: (f64, f64), mix: [u32; 3]) -> bool {
          [history]\nsize = {}\n",
         args.history
     );
-    let config = minipush::Config::from_toml(&toml, Vec::new(), false).expect("valid config");
-    let server = minipush::Server::start(config)
-        .await
-        .expect("the server starts");
-    let addr = server.addr();
-    let base = format!("http://{addr}");
+    let mut servers = Vec::new();
+    for n in 0..args.nodes.max(1) {
+        let mut config =
+            minipush::Config::from_toml(&toml, Vec::new(), false).expect("valid config");
+        if let Some(url) = &args.redis {
+            config.broker.url = Some(minipush::config::Secret::new(url.clone()));
+            config.server.node_id = Some(format!("soak{n}"));
+        } else if n > 0 {
+            eprintln!("soak: --nodes needs --redis");
+            return false;
+        }
+        servers.push(
+            minipush::Server::start(config)
+                .await
+                .expect("the server starts"),
+        );
+    }
+    let addrs: Vec<_> = servers.iter().map(|s| s.addr()).collect();
+    let bases: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
+    let base = bases[0].clone();
     eprintln!(
-        "soak: server on {addr}; {} clients, {} s at {} pushes/s, churn {}-{} s, mix {:?}",
-        args.clients, args.secs, args.rate, churn.0, churn.1, mix
+        "soak: {} node(s) on {addrs:?}; {} clients, {} s at {} pushes/s, churn {}-{} s, mix {:?}",
+        servers.len(),
+        args.clients,
+        args.secs,
+        args.rate,
+        churn.0,
+        churn.1,
+        mix
     );
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
@@ -1171,7 +1204,7 @@ async fn run(args: Args, churn: (f64, f64), mix: [u32; 3]) -> bool {
     let (finals_tx, finals_rx) = watch::channel(None);
     let sh = Arc::new(Shared {
         churn,
-        ws_url: format!("ws://{addr}/ws"),
+        ws_urls: addrs.iter().map(|a| format!("ws://{a}/ws")).collect(),
         stats: Stats::default(),
         latency: Latency::new(),
         ready_notify: Notify::new(),
@@ -1244,7 +1277,7 @@ async fn run(args: Args, churn: (f64, f64), mix: [u32; 3]) -> bool {
 
     let pusher = Arc::new(Pusher {
         http: http.clone(),
-        base: base.clone(),
+        bases: bases.clone(),
         ledger: ledger.clone(),
     });
     let pushed_for = push_for(sh.clone(), pusher, mix).await;
@@ -1317,7 +1350,9 @@ async fn run(args: Args, churn: (f64, f64), mix: [u32; 3]) -> bool {
         Some(r) => r.json::<Value>().await.map(|v| v["total"].clone()).ok(),
         None => None,
     };
-    let _ = tokio::time::timeout(Duration::from_secs(10), server.shutdown()).await;
+    for server in servers {
+        let _ = tokio::time::timeout(Duration::from_secs(10), server.shutdown()).await;
+    }
 
     // Summary.
     let s = &sh.stats;
