@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 
 use super::{Broker, BrokerError, Greeting, Published, Resumed};
 use crate::{
-    hub::{history::History, Conn, GroupInfo, Hub, Sent, Target},
+    hub::{history::History, Conn, GroupInfo, Hub, Target},
     metrics::Metrics,
     protocol::{self, close},
 };
@@ -114,17 +114,7 @@ impl Broker for MemoryBroker {
         };
         let mut log = log.lock();
         let replay = log.since(after, conn.first_live(stream), self.history.ttl);
-        let mut sent = 0;
-        for frame in &replay.frames {
-            match conn.send(frame) {
-                Sent::Queued => sent += 1,
-                Sent::Overflow | Sent::Closed => break,
-            }
-        }
-        Ok(Resumed {
-            sent,
-            complete: replay.complete,
-        })
+        Ok(Resumed::queue(conn, replay.frames, replay.complete))
     }
 
     async fn detach(&self, conn: &Arc<Conn>) {

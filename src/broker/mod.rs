@@ -47,6 +47,21 @@ pub struct Resumed {
     pub complete: bool,
 }
 
+impl Resumed {
+    /// Queues a replay's `frames` to `conn` in order, stopping at the first one refused
+    /// (a full queue or a closing connection).
+    pub fn queue(conn: &Conn, frames: impl IntoIterator<Item = Frame>, complete: bool) -> Self {
+        let mut sent = 0;
+        for frame in frames {
+            if conn.send(&frame) != crate::hub::Sent::Queued {
+                break;
+            }
+            sent += 1;
+        }
+        Resumed { sent, complete }
+    }
+}
+
 /// Cluster-wide bookkeeping and fan-out. Every method may fail with [`BrokerError`].
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {

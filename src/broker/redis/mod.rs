@@ -649,17 +649,8 @@ impl Broker for RedisBroker {
             .filter(|s| s.at_ms >= oldest_kept)
             .map(|s| (s.seq, s.frame));
         let replay = history::select(seq, kept, after, conn.first_live(stream));
-        let mut sent = 0;
-        for frame in &replay.frames {
-            match conn.send(&Frame::text(frame)) {
-                crate::hub::Sent::Queued => sent += 1,
-                _ => break,
-            }
-        }
-        Ok(Resumed {
-            sent,
-            complete: replay.complete,
-        })
+        let frames = replay.frames.iter().map(|text| Frame::text(text));
+        Ok(Resumed::queue(conn, frames, replay.complete))
     }
 
     async fn attach(
