@@ -146,7 +146,11 @@ impl ServerBuilder {
             .unwrap_or_else(default_node_id);
         // Before the broker: a cluster broker raises `BrokerLost`/`BrokerRegained` on it.
         let alerts = Alerts::start(&config.alerts, &node_id, metrics.clone(), self.alert_tuning);
-        let hub = Arc::new(Hub::new(config.limits.max_conns_per_uid, metrics.clone()));
+        let hub = Arc::new(Hub::new(
+            config.limits.max_conns_per_uid,
+            config.limits.outbound_queue,
+            metrics.clone(),
+        ));
         let ttl = Duration::from_secs(config.history.ttl_secs);
         let broker: Arc<dyn Broker> = match &config.broker.url {
             None => Arc::new(MemoryBroker::new(
@@ -204,6 +208,7 @@ impl ServerBuilder {
             None => server.listen("minipush", listener, move || {
                 HttpService::build()
                     .local_addr(addr)
+                    .tcp_nodelay(true)
                     .upgrade(gateway::upgrade_service(factory_app.clone()))
                     .finish(http_routes(&factory_app))
                     .tcp()
@@ -211,6 +216,7 @@ impl ServerBuilder {
             Some(tls) => server.listen("minipush-tls", listener, move || {
                 HttpService::build()
                     .local_addr(addr)
+                    .tcp_nodelay(true)
                     .upgrade(gateway::upgrade_service(factory_app.clone()))
                     .finish(http_routes(&factory_app))
                     .rustls_0_23(tls.clone())

@@ -29,7 +29,10 @@ use tokio::{net::TcpStream, time::Instant};
 
 use super::{messages, socket::Socket};
 use crate::{
-    hub::{conn::QUEUE_KEEP, Conn},
+    hub::{
+        conn::{Taken, QUEUE_KEEP},
+        Conn,
+    },
     protocol::{self, close, code, ClientMessage, Frame},
     ratelimit::TokenBucket,
     server::App,
@@ -109,6 +112,7 @@ pub async fn run<S: Socket>(
         strikes: 0,
     };
     let peer = if admitted {
+        app.hub.pace(&conn);
         let peer = link.serve().await;
         app.broker.detach(&conn).await;
         peer
@@ -141,8 +145,13 @@ impl<S: Socket> Link<S> {
         loop {
             // One lock: take frames when the last batch is written, and see a close request.
             let take = if self.out.is_empty() { BATCH } else { 0 };
-            if conn.take_frames(&mut self.out, take) {
-                return Peer::Open;
+            match conn.take_frames(&mut self.out, take) {
+                Taken::Open => {}
+                Taken::Closing => return Peer::Open,
+                Taken::Overrun => {
+                    self.app.metrics.dropped("slow_consumer");
+                    return Peer::Open;
+                }
             }
             tokio::select! {
                 biased;

@@ -2,15 +2,18 @@
 //! queue that every producer fills without ever waiting.
 //!
 //! Producers call [`Conn::send`] with an already encoded [`Frame`] (shared bytes) and the
-//! connection's task is woken to write it. When the queue is full the connection is
-//! closed with 4008 and its queue is dropped at once, so a client that stops reading costs
-//! no more than `limits.outbound_queue` frames. Any part of the server may ask a
-//! connection to close ([`Conn::close`]); the first request wins.
+//! connection's task is woken to write it. Pushes to `all` are not queued here: they are
+//! read from the hub's [`BroadcastLog`] with the connection's own cursor, and each queued
+//! frame remembers the log's head when it was queued, so [`Conn::take_frames`] hands the
+//! two out in the order they happened. When the queue plus the unread broadcasts exceed
+//! `limits.outbound_queue` frames, the connection is closed with 4008 and its queue is
+//! dropped at once, so a client that stops reading costs no more than that. Any part of
+//! the server may ask a connection to close ([`Conn::close`]); the first request wins.
 
 use std::{
     collections::VecDeque,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, OnceLock,
     },
 };
@@ -18,6 +21,7 @@ use std::{
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use super::broadcast::BroadcastLog;
 use crate::protocol::{close, Frame};
 
 /// Why and how a connection is to be closed.
@@ -37,9 +41,22 @@ pub enum Sent {
     Closed,
 }
 
-/// The queue and the close request, behind one small lock.
+/// What [`Conn::take_frames`] found besides the frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Taken {
+    /// Keep serving.
+    Open,
+    /// A close is requested.
+    Closing,
+    /// The connection fell more than the log's capacity behind the broadcasts: it is now
+    /// closing with 4008.
+    Overrun,
+}
+
+/// The queue and the close request, behind one small lock. Each queued frame carries
+/// the broadcast log's head at the time it was queued.
 struct Shared {
-    queue: VecDeque<Frame>,
+    queue: VecDeque<(u64, Frame)>,
     close: Option<CloseRequest>,
 }
 
@@ -50,8 +67,14 @@ pub struct Conn {
     pub(crate) serial: u64,
     capacity: usize,
     shared: Mutex<Shared>,
-    /// Wakes the connection's task: frames queued, or a close requested.
+    /// Wakes the connection's task: frames queued, a broadcast, or a close requested.
     wake: Notify,
+    /// Whether a close was requested (read without the lock by broadcasts).
+    closing: AtomicBool,
+    /// The broadcast log, once the connection is registered in a hub, and the position of
+    /// the next broadcast it has not taken yet.
+    feed: OnceLock<Arc<BroadcastLog>>,
+    cursor: AtomicU64,
     /// Groups this connection belongs to, and whether it has left the hub for good.
     groups: Mutex<(Vec<Arc<str>>, bool)>,
     /// Until the client resumes (or the resume window passes), each stream's `seq` at the
@@ -93,6 +116,9 @@ impl Conn {
                 close: None,
             }),
             wake: Notify::new(),
+            closing: AtomicBool::new(false),
+            feed: OnceLock::new(),
+            cursor: AtomicU64::new(0),
             groups: Mutex::new((Vec::new(), false)),
             recording: AtomicBool::new(true),
             live_from: Mutex::new(Vec::new()),
@@ -112,13 +138,22 @@ impl Conn {
         self.uid.set(uid).is_ok()
     }
 
+    /// Starts reading `log` from its head (the hub registers the connection; called
+    /// under the `all` stream's lock, like the welcome's `seq`).
+    pub(crate) fn follow(&self, log: &Arc<BroadcastLog>) {
+        self.cursor.store(log.head(), Ordering::Relaxed);
+        let _ = self.feed.set(log.clone());
+    }
+
     /// Offers a frame without waiting. A full queue closes the connection with 4008.
     pub fn send(&self, frame: &Frame) -> Sent {
         let mut shared = self.shared.lock();
         if shared.close.is_some() {
             return Sent::Closed;
         }
-        if shared.queue.len() >= self.capacity {
+        let head = self.feed.get().map_or(0, |log| log.head());
+        let unread = head.saturating_sub(self.cursor.load(Ordering::Relaxed));
+        if shared.queue.len() as u64 + unread >= self.capacity as u64 {
             drop(shared);
             self.close(
                 close::SLOW_CONSUMER,
@@ -127,12 +162,27 @@ impl Conn {
             return Sent::Overflow;
         }
         let was_empty = shared.queue.is_empty();
-        shared.queue.push_back(frame.clone());
+        shared.queue.push_back((head, frame.clone()));
         drop(shared);
         if was_empty {
             self.wake.notify_one();
         }
         Sent::Queued
+    }
+
+    /// Wakes the connection if it has not taken the broadcasts before `head` yet; false
+    /// if it has, or if it is closing.
+    pub(crate) fn wake_for_broadcast(&self, head: u64) -> bool {
+        if self.is_closing() || self.cursor.load(Ordering::Relaxed) >= head {
+            return false;
+        }
+        self.wake.notify_one();
+        true
+    }
+
+    /// Whether a close was requested.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
     }
 
     /// Asks the connection to close; the first request wins. A slow consumer's queue is
@@ -142,6 +192,13 @@ impl Conn {
         if shared.close.is_some() {
             return;
         }
+        Self::request_close(&mut shared, code, reason);
+        self.closing.store(true, Ordering::Relaxed);
+        drop(shared);
+        self.wake.notify_one();
+    }
+
+    fn request_close(shared: &mut Shared, code: u16, reason: &str) {
         shared.close = Some(CloseRequest {
             code,
             reason: reason.to_string(),
@@ -149,8 +206,6 @@ impl Conn {
         if code == close::SLOW_CONSUMER {
             shared.queue = VecDeque::new();
         }
-        drop(shared);
-        self.wake.notify_one();
     }
 
     /// The close request, if any.
@@ -164,15 +219,78 @@ impl Conn {
         self.wake.notified().await;
     }
 
-    /// Moves up to `max` queued frames to `out`; returns whether a close is requested.
-    pub(crate) fn take_frames(&self, out: &mut VecDeque<Frame>, max: usize) -> bool {
+    /// Moves up to `max` frames to `out`, queued ones and broadcasts in the order they
+    /// came, and says whether the connection must close.
+    pub(crate) fn take_frames(&self, out: &mut VecDeque<Frame>, max: usize) -> Taken {
         let mut shared = self.shared.lock();
-        let n = shared.queue.len().min(max);
-        out.extend(shared.queue.drain(..n));
+        let dropped = shared
+            .close
+            .as_ref()
+            .is_some_and(|c| c.code == close::SLOW_CONSUMER);
+        match self.feed.get() {
+            Some(log) if !dropped => {
+                if self.take_merged(log, &mut shared.queue, out, max).is_err() {
+                    Self::request_close(
+                        &mut shared,
+                        close::SLOW_CONSUMER,
+                        "slow consumer: outbound queue overflowed",
+                    );
+                    self.closing.store(true, Ordering::Relaxed);
+                    return Taken::Overrun;
+                }
+            }
+            _ => {
+                let n = shared.queue.len().min(max);
+                out.extend(shared.queue.drain(..n).map(|(_, f)| f));
+            }
+        }
         if shared.queue.is_empty() && shared.queue.capacity() > QUEUE_KEEP {
             shared.queue = VecDeque::new();
         }
-        shared.close.is_some()
+        if shared.close.is_some() {
+            Taken::Closing
+        } else {
+            Taken::Open
+        }
+    }
+
+    /// Merges the queue with the broadcasts after the cursor: a queued frame goes out once
+    /// every broadcast appended before it was queued has.
+    fn take_merged(
+        &self,
+        log: &BroadcastLog,
+        queue: &mut VecDeque<(u64, Frame)>,
+        out: &mut VecDeque<Frame>,
+        max: usize,
+    ) -> Result<(), super::broadcast::Overrun> {
+        let mut cursor = self.cursor.load(Ordering::Relaxed);
+        if max == 0 && log.overrun(cursor) {
+            return Err(super::broadcast::Overrun);
+        }
+        let mut budget = max;
+        while budget > 0 {
+            let due = queue.front().map(|(at, _)| *at);
+            if due.is_some_and(|at| at <= cursor) {
+                out.extend(queue.pop_front().map(|(_, f)| f));
+                budget -= 1;
+                continue;
+            }
+            let n = log.read(cursor, due.unwrap_or(u64::MAX), budget, out)?;
+            if n == 0 {
+                // Nothing left in the log before the next queued frame (or at all).
+                match queue.pop_front() {
+                    Some((_, f)) => {
+                        out.push_back(f);
+                        budget -= 1;
+                    }
+                    None => break,
+                }
+            }
+            cursor += n as u64;
+            budget -= n;
+        }
+        self.cursor.store(cursor, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Drops whatever is still queued (the client had its chance to read it).
@@ -263,7 +381,7 @@ mod tests {
         conn.close(close::KICKED, "later requests do not override");
         assert_eq!(conn.close_request().unwrap().code, close::SLOW_CONSUMER);
         let mut out = VecDeque::new();
-        conn.take_frames(&mut out, 10);
+        assert_eq!(conn.take_frames(&mut out, 10), Taken::Closing);
         assert!(out.is_empty());
     }
 
@@ -276,5 +394,55 @@ mod tests {
         let mut out = VecDeque::new();
         conn.take_frames(&mut out, 10);
         assert_eq!(out, [Frame::text("a")]);
+    }
+
+    #[test]
+    fn queued_frames_and_broadcasts_come_out_in_the_order_they_came() {
+        let log = Arc::new(BroadcastLog::new(16));
+        log.append(Frame::text("before"));
+        let conn = Conn::new("c1".into(), None, 1, 16);
+        conn.send(&Frame::text("welcome"));
+        conn.follow(&log);
+        log.append(Frame::text("b1"));
+        conn.send(&Frame::text("reply"));
+        log.append(Frame::text("b2"));
+        log.append(Frame::text("b3"));
+        conn.send(&Frame::text("last"));
+        let mut out = VecDeque::new();
+        let mut seen = Vec::new();
+        loop {
+            assert_eq!(conn.take_frames(&mut out, 2), Taken::Open);
+            if out.is_empty() {
+                break;
+            }
+            assert!(out.len() <= 2);
+            seen.extend(out.drain(..));
+        }
+        let want = ["welcome", "b1", "reply", "b2", "b3", "last"].map(Frame::text);
+        assert_eq!(seen, want);
+    }
+
+    #[test]
+    fn falling_behind_the_broadcast_log_closes_with_4008() {
+        let log = Arc::new(BroadcastLog::new(4));
+        let conn = Conn::new("c1".into(), None, 1, 4);
+        conn.follow(&log);
+        for _ in 0..3 {
+            log.append(Frame::text("b"));
+        }
+        // Three unread broadcasts and one queued frame fill the connection's budget.
+        assert_eq!(conn.send(&Frame::text("q")), Sent::Queued);
+        assert_eq!(conn.send(&Frame::text("q")), Sent::Overflow);
+        let conn = Conn::new("c2".into(), None, 2, 4);
+        conn.follow(&log);
+        for _ in 0..5 {
+            log.append(Frame::text("b"));
+        }
+        let mut out = VecDeque::new();
+        assert_eq!(conn.take_frames(&mut out, 0), Taken::Overrun);
+        assert_eq!(conn.close_request().unwrap().code, close::SLOW_CONSUMER);
+        assert!(!conn.wake_for_broadcast(log.head()));
+        assert_eq!(conn.take_frames(&mut out, 10), Taken::Closing);
+        assert!(out.is_empty());
     }
 }

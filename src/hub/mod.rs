@@ -3,10 +3,14 @@
 //! broker decides what to send and calls [`Hub::deliver`].
 //!
 //! The indexes are sharded concurrent maps (no global lock on the delivery path), and
-//! delivery only ever does a non-blocking `try_send` while a shard is read-locked.
+//! delivery only ever does a non-blocking `try_send` while a shard is read-locked. Pushes
+//! to `all` are appended once to the [`BroadcastLog`] that every connection reads, and
+//! each worker thread's pacer wakes its connections for them ([`pacer`]).
 
+pub mod broadcast;
 pub mod conn;
 pub mod history;
+mod pacer;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -18,6 +22,7 @@ use std::{
 
 use dashmap::DashMap;
 
+use broadcast::BroadcastLog;
 pub use conn::{CloseRequest, Conn, Sent};
 
 use crate::{
@@ -78,6 +83,8 @@ pub struct Hub {
     uids: DashMap<Arc<str>, Vec<Arc<Conn>>>,
     groups: DashMap<Arc<str>, Group>,
     uid_groups: DashMap<Arc<str>, HashSet<Arc<str>>>,
+    broadcast: Arc<BroadcastLog>,
+    pacers: pacer::Pacers,
     count: AtomicUsize,
     serial: AtomicU64,
     max_per_uid: usize,
@@ -85,12 +92,15 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(max_per_uid: usize, metrics: Arc<Metrics>) -> Hub {
+    /// A hub whose connections each hold at most `outbound_queue` unwritten frames.
+    pub fn new(max_per_uid: usize, outbound_queue: usize, metrics: Arc<Metrics>) -> Hub {
         Hub {
             conns: DashMap::new(),
             uids: DashMap::new(),
             groups: DashMap::new(),
             uid_groups: DashMap::new(),
+            broadcast: Arc::new(BroadcastLog::new(outbound_queue)),
+            pacers: pacer::Pacers::default(),
             count: AtomicUsize::new(0),
             serial: AtomicU64::new(0),
             max_per_uid,
@@ -125,12 +135,19 @@ impl Hub {
         if !admitted {
             return false;
         }
+        conn.follow(&self.broadcast);
         self.conns.insert(conn.id().clone(), conn.clone());
         self.metrics.set_connections(self.len());
         if let Some(uid) = conn.uid() {
             self.index_uid(uid, conn);
         }
         true
+    }
+
+    /// Has the calling thread's pacer wake `conn` for broadcasts. Called once by the
+    /// connection's own task, on its thread.
+    pub fn pace(&self, conn: &Arc<Conn>) {
+        self.pacers.follow(&self.broadcast, conn);
     }
 
     /// Gives an anonymous connection a uid (client `bind`); false if it already had one.
@@ -299,7 +316,8 @@ impl Hub {
     }
 
     /// Writes one serialised frame to every local connection of `target`; returns how
-    /// many queues accepted it.
+    /// many connections will write it (queues that took it; for `all`, every registered
+    /// connection).
     pub fn deliver(&self, target: &Target, frame: &Frame) -> usize {
         let mut delivered = 0;
         let mut offer = |conn: &Arc<Conn>| match conn.send(frame) {
@@ -323,7 +341,11 @@ impl Hub {
                     offer(&c);
                 }
             }
-            Target::All => self.conns.iter().for_each(|e| offer(e.value())),
+            Target::All => {
+                self.broadcast.append(frame.clone());
+                self.pacers.signal();
+                delivered = self.len();
+            }
         }
         self.metrics.delivered(delivered);
         delivered
@@ -361,7 +383,7 @@ mod tests {
     use super::*;
 
     fn hub(max: usize) -> Hub {
-        Hub::new(max, Arc::new(Metrics::default()))
+        Hub::new(max, 8, Arc::new(Metrics::default()))
     }
 
     fn conn(hub: &Hub, id: &str, uid: Option<&str>) -> Arc<Conn> {

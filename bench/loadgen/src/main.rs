@@ -165,18 +165,34 @@ fn server_usage(pids: &[u32]) -> Option<(f64, u64)> {
     })
 }
 
+/// CPU seconds and RSS (KiB) of one process. CPU is the sum of its threads' time on a
+/// CPU from `/proc/<pid>/task/*/schedstat` (nanoseconds; a run uses well under a second,
+/// and `utime`/`stime` count 10 ms ticks), or those ticks where schedstat is missing.
 fn process_usage(pid: u32) -> Option<(f64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().ok()? + fields[12].parse::<u64>().ok()?;
+    let cpu = thread_cpu_ns(pid).map(|ns| ns as f64 / 1e9).or_else(|| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name (which may hold spaces) start after the last ')'.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = fields[11].parse::<u64>().ok()? + fields[12].parse::<u64>().ok()?;
+        Some(ticks as f64 / 100.0)
+    })?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let rss = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
-    Some((ticks as f64 / 100.0, rss))
+    Some((cpu, rss))
+}
+
+fn thread_cpu_ns(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        let text = std::fs::read_to_string(path).ok()?;
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
 }
 
 async fn connect(opts: &Opts, i: usize) -> Result<Ws, String> {
@@ -280,6 +296,98 @@ fn percentiles(mut samples: Vec<u64>) -> serde_json::Value {
     json!({ "p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": at(1.0) })
 }
 
+/// A listening client's socket after the handshake, read without tungstenite: the load
+/// generator has one core for 10,000 clients, and at millions of frames per second
+/// tungstenite's per-message allocation and checks made it, not the server, the
+/// bottleneck. Server frames are unmasked and unfragmented; text frames give their
+/// stamp, pings get a pong, a close frame or the end of the stream ends the client.
+struct RawReader {
+    tcp: tokio::net::TcpStream,
+    buf: Vec<u8>,
+    stamps: Vec<u64>,
+    pongs: Vec<u8>,
+}
+
+impl RawReader {
+    fn new(ws: Ws) -> RawReader {
+        // Nothing is in flight at this point (the welcome was read, no push was sent), so
+        // tungstenite's buffer is empty. tokio-tungstenite 0.24 cannot hand the socket
+        // back: keep a duplicate of its descriptor and drop the WebSocket (which sends
+        // nothing when dropped).
+        use std::os::fd::AsFd;
+        let fd = ws.get_ref().as_fd().try_clone_to_owned().expect("dup");
+        drop(ws);
+        let std = std::net::TcpStream::from(fd);
+        std.set_nonblocking(true).expect("non-blocking");
+        RawReader {
+            tcp: tokio::net::TcpStream::from_std(std).expect("registered"),
+            buf: Vec::new(),
+            stamps: Vec::new(),
+            pongs: Vec::new(),
+        }
+    }
+
+    /// Reads what arrived and parses every whole frame; false when the client is done.
+    async fn read(&mut self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.buf.reserve(16 * 1024);
+        match self.tcp.read_buf(&mut self.buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {}
+        }
+        let open = self.parse();
+        if !self.pongs.is_empty() {
+            let pongs = std::mem::take(&mut self.pongs);
+            if self.tcp.write_all(&pongs).await.is_err() {
+                return false;
+            }
+        }
+        open
+    }
+
+    fn take_stamps(&mut self) -> std::vec::Drain<'_, u64> {
+        self.stamps.drain(..)
+    }
+
+    /// Parses the whole frames in the buffer; false after a close frame.
+    fn parse(&mut self) -> bool {
+        let mut at = 0;
+        let mut open = true;
+        while let Some((opcode, start, end)) = frame_at(&self.buf[at..]) {
+            let payload = &self.buf[at + start..at + end];
+            match opcode {
+                0x1 => self
+                    .stamps
+                    .extend(std::str::from_utf8(payload).ok().and_then(stamp)),
+                0x8 => open = false,
+                0x9 if payload.len() < 126 => {
+                    // A masked pong (mask 0) with the ping's payload.
+                    self.pongs
+                        .extend([0x8A, 0x80 | payload.len() as u8, 0, 0, 0, 0]);
+                    self.pongs.extend_from_slice(payload);
+                }
+                _ => {}
+            }
+            at += end;
+        }
+        self.buf.drain(..at);
+        open
+    }
+}
+
+/// The opcode and payload range of the unmasked frame at the start of `b`, if whole.
+fn frame_at(b: &[u8]) -> Option<(u8, usize, usize)> {
+    let (len, start) = match *b.get(1)? & 0x7F {
+        126 => (u16::from_be_bytes([*b.get(2)?, *b.get(3)?]) as usize, 4),
+        127 => (
+            u64::from_be_bytes(b.get(2..10)?.try_into().ok()?) as usize,
+            10,
+        ),
+        n => (n as usize, 2),
+    };
+    (b.len() >= start + len).then_some((b[0] & 0x0F, start, start + len))
+}
+
 /// Listeners count pushed frames and keep their latency until [`Listeners::finish`].
 struct Listeners {
     tasks: Vec<tokio::task::JoinHandle<Vec<u64>>>,
@@ -299,24 +407,22 @@ impl Listeners {
             .map(|ws| {
                 let (delivered, last, mut watch) = (delivered.clone(), last.clone(), watch.clone());
                 tokio::spawn(async move {
-                    // Keep the sink: dropping it would not close, but keeps pongs flowing.
-                    let (_sink, mut stream) = ws.split();
                     let mut samples = Vec::new();
+                    let mut reader = RawReader::new(ws);
                     loop {
                         tokio::select! {
                             _ = watch.changed() => break,
-                            msg = stream.next() => match msg {
-                                Some(Ok(Message::Text(text))) => {
-                                    if let Some(t) = stamp(&text) {
-                                        let now = clock.micros();
-                                        samples.push(now.saturating_sub(t));
-                                        delivered.fetch_add(1, Relaxed);
-                                        last.fetch_max(now, Relaxed);
-                                    }
+                            more = reader.read() => {
+                                if !more {
+                                    break;
                                 }
-                                Some(Ok(_)) => {}
-                                _ => break,
-                            },
+                                for t in reader.take_stamps() {
+                                    let now = clock.micros();
+                                    samples.push(now.saturating_sub(t));
+                                    delivered.fetch_add(1, Relaxed);
+                                    last.fetch_max(now, Relaxed);
+                                }
+                            }
                         }
                     }
                     samples
@@ -332,11 +438,18 @@ impl Listeners {
     }
 
     /// Waits until `expected` deliveries arrived (or `patience` passed), then stops.
-    async fn finish(self, expected: u64, patience: Duration) -> (u64, u64, Vec<u64>) {
+    /// Also returns the usage of the processes `pids` when the wait ended.
+    async fn finish(
+        self,
+        expected: u64,
+        patience: Duration,
+        pids: &[u32],
+    ) -> (u64, u64, Vec<u64>, Option<(f64, u64)>) {
         let deadline = Instant::now() + patience;
         while self.delivered.load(Relaxed) < expected && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        let usage = server_usage(pids);
         let _ = self.stop.send(true);
         let mut samples = Vec::new();
         for t in self.tasks {
@@ -348,6 +461,7 @@ impl Listeners {
             self.delivered.load(Relaxed),
             self.last.load(Relaxed),
             samples,
+            usage,
         )
     }
 }
@@ -379,47 +493,39 @@ async fn fanout(
                 .expect("trigger client connects"),
         )
     };
-    let http = reqwest::Client::new();
     let padding = "x".repeat(pad);
     let before = server_usage(&opts.pid);
     let first_send = clock.micros();
-    let mut tick = tokio::time::interval(Duration::from_millis(interval_ms.max(1)));
-    let mut frame_bytes = 0;
-    let mut in_flight = Vec::new();
-    for _ in 0..pushes {
-        tick.tick().await;
-        let data = json!({ "t": clock.micros(), "pad": padding });
-        if let Some(ws) = trigger_ws.as_mut() {
-            let msg = json!({ "type": "broadcast", "data": data }).to_string();
-            frame_bytes = msg.len();
-            ws.send(Message::Text(msg)).await.expect("trigger sends");
-            // The trigger is not a listener: drain what the server sends it.
-            while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, ws.next()).await {}
-        } else {
-            let body = json!({ "all": true, "data": data });
-            frame_bytes = body.to_string().len() + 60;
-            // Open loop, like the peers' trigger: the next push leaves on schedule even
-            // while earlier ones are still being answered (the pool opens more
-            // connections as needed).
-            let request = http
-                .post(format!("{}/api/push", opts.api))
-                .bearer_auth(opts.key.as_deref().unwrap_or_default())
-                .json(&body)
-                .send();
-            in_flight.push(tokio::spawn(request));
+    let frame_bytes = match trigger_ws.as_mut() {
+        Some(ws) => {
+            let mut tick = tokio::time::interval(Duration::from_millis(interval_ms.max(1)));
+            let mut frame_bytes = 0;
+            for _ in 0..pushes {
+                tick.tick().await;
+                let data = json!({ "t": clock.micros(), "pad": padding });
+                let msg = json!({ "type": "broadcast", "data": data }).to_string();
+                frame_bytes = msg.len();
+                ws.send(Message::Text(msg)).await.expect("trigger sends");
+                // The trigger is not a listener: drain what the server sends it.
+                while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, ws.next()).await {}
+            }
+            frame_bytes
         }
-    }
-    for push in in_flight {
-        let answer = push.await.expect("push task").expect("push sent");
-        assert!(
-            answer.status().is_success(),
-            "push refused: {}",
-            answer.status()
-        );
-    }
+        None => {
+            let (api, key) = (opts.api.clone(), opts.key.clone().unwrap_or_default());
+            std::thread::spawn(move || {
+                api_trigger(&api, &key, pushes, interval_ms, &padding, clock)
+            })
+            .join()
+            .expect("the API trigger thread")
+        }
+    };
     let expected = pushes * n;
-    let (got, last, samples) = listeners.finish(expected, Duration::from_secs(30)).await;
-    let after = server_usage(&opts.pid);
+    // Read when the last delivery arrived, before the clients disconnect: closing 10,000
+    // connections is not fan-out work.
+    let (got, last, samples, after) = listeners
+        .finish(expected, Duration::from_secs(30), &opts.pid)
+        .await;
     let span = last.saturating_sub(first_send).max(1) as f64 / 1e6;
     let cpu = match (before, after) {
         (Some(b), Some(a)) => Some(a.0 - b.0),
@@ -441,6 +547,52 @@ async fn fanout(
         "server_cpu_secs": cpu,
         "deliveries_per_cpu_sec": cpu.filter(|c| *c > 0.0).map(|c| got as f64 / c),
         "latency_ms": percentiles(samples),
+    })
+}
+
+/// Sends `pushes` pushes to everyone through `POST /api/push`, one every `interval_ms`,
+/// open loop (the next one leaves on schedule while earlier ones are still being
+/// answered; the pool opens more connections as needed). It runs on a thread of its own,
+/// like the peers' trigger, which sends from the main thread: on the runtime that reads
+/// the 10,000 clients its requests would wait behind them and leave late. Returns the
+/// approximate size of a push frame.
+fn api_trigger(
+    api: &str,
+    key: &str,
+    pushes: u64,
+    interval_ms: u64,
+    pad: &str,
+    clock: Clock,
+) -> usize {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(interval_ms.max(1)));
+        let mut frame_bytes = 0;
+        let mut in_flight = Vec::new();
+        for _ in 0..pushes {
+            tick.tick().await;
+            let body = json!({ "all": true, "data": { "t": clock.micros(), "pad": pad } });
+            frame_bytes = body.to_string().len() + 60;
+            let request = http
+                .post(format!("{api}/api/push"))
+                .bearer_auth(key)
+                .json(&body)
+                .send();
+            in_flight.push(tokio::spawn(request));
+        }
+        for push in in_flight {
+            let answer = push.await.expect("push task").expect("push sent");
+            assert!(
+                answer.status().is_success(),
+                "push refused: {}",
+                answer.status()
+            );
+        }
+        frame_bytes
     })
 }
 
@@ -491,8 +643,9 @@ async fn targeted(opts: &Opts, pushes: u64, batch: usize, callers: usize) -> ser
         let _ = c.await;
     }
     let sent_done = clock.micros();
-    let (delivered, _, samples) = listeners.finish(pushes, Duration::from_secs(10)).await;
-    let after = server_usage(&opts.pid);
+    let (delivered, _, samples, after) = listeners
+        .finish(pushes, Duration::from_secs(10), &opts.pid)
+        .await;
     let secs = (sent_done - first_send).max(1) as f64 / 1e6;
     json!({
         "workload": "targeted",
@@ -517,7 +670,7 @@ async fn idle(opts: &Opts, hold_secs: u64) -> serde_json::Value {
     tokio::time::sleep(Duration::from_secs(hold_secs)).await;
     let after = server_usage(&opts.pid);
     // Pushes that arrived while holding (bench/cluster-100k.sh sends one broadcast).
-    let (received, _, _) = listeners.finish(0, Duration::ZERO).await;
+    let (received, _, _, _) = listeners.finish(0, Duration::ZERO, &[]).await;
     let per_conn = match (before, after) {
         (Some(b), Some(a)) if n > 0 => Some((a.1.saturating_sub(b.1) * 1024) as f64 / n as f64),
         _ => None,
@@ -627,6 +780,16 @@ mod tests {
             Some(12345)
         );
         assert_eq!(stamp(r#"{"type":"push","time":9}"#), None);
+    }
+
+    #[test]
+    fn raw_frames_are_cut_at_their_length() {
+        assert_eq!(frame_at(&[0x81, 2, b'h', b'i', 0x81]), Some((1, 2, 4)));
+        assert_eq!(frame_at(&[0x81, 3, b'h', b'i']), None);
+        let mut long = vec![0x81, 126, 0, 200];
+        long.extend([b'x'; 200]);
+        assert_eq!(frame_at(&long), Some((1, 4, 204)));
+        assert_eq!(frame_at(&long[..100]), None);
     }
 
     #[test]

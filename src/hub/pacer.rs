@@ -1,0 +1,124 @@
+//! Pacers wake connections for broadcasts, a small batch at a time, one pacer per worker
+//! thread.
+//!
+//! A push to `all` is appended to the [`BroadcastLog`](super::broadcast::BroadcastLog)
+//! once and each worker thread's pacer is signalled once. The pacer then walks its own
+//! connections and wakes those with unread broadcasts, [`BATCH`] at a time, yielding to
+//! the runtime in between. Waking all of them at once would put every connection's task
+//! in the run queue ahead of the HTTP requests that carry the next pushes: those would
+//! wait a whole round of writes (tens of milliseconds at 10,000 connections) before
+//! being read. Paced, a push is read within about two batches of writes, and a
+//! connection that is woken late simply writes every broadcast that arrived meanwhile
+//! in one vectored write.
+
+use std::{
+    cell::RefCell,
+    rc::Rc,
+    sync::{Arc, Weak},
+};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::{broadcast::BroadcastLog, Conn};
+
+/// Connections woken between two yields to the runtime.
+const BATCH: usize = 64;
+
+/// The hub's side: one signal per worker thread that has connections.
+#[derive(Default)]
+pub struct Pacers {
+    signals: Mutex<Vec<Weak<Notify>>>,
+}
+
+impl Pacers {
+    /// Tells every worker thread's pacer that a broadcast was appended.
+    pub fn signal(&self) {
+        self.signals.lock().retain(|s| match s.upgrade() {
+            Some(s) => {
+                s.notify_one();
+                true
+            }
+            None => false,
+        });
+    }
+
+    /// Adds `conn` to the current thread's pacer for `log`, starting the pacer if this is
+    /// the thread's first connection. Must run on the thread (and in the `LocalSet`) of
+    /// the connection's task.
+    pub fn follow(&self, log: &Arc<BroadcastLog>, conn: &Arc<Conn>) {
+        LOCAL.with(|locals| {
+            let mut locals = locals.borrow_mut();
+            locals.retain(|l| l.log.strong_count() > 0);
+            let local = match locals.iter().find(|l| l.log.as_ptr() == Arc::as_ptr(log)) {
+                Some(l) => l.clone(),
+                None => {
+                    let local = Rc::new(Local {
+                        log: Arc::downgrade(log),
+                        signal: Arc::new(Notify::new()),
+                        conns: RefCell::new(Vec::new()),
+                    });
+                    self.signals.lock().push(Arc::downgrade(&local.signal));
+                    tokio::task::spawn_local(run(local.clone()));
+                    locals.push(local.clone());
+                    local
+                }
+            };
+            local.conns.borrow_mut().push(conn.clone());
+        });
+    }
+}
+
+/// One thread's pacer for one hub.
+struct Local {
+    log: Weak<BroadcastLog>,
+    signal: Arc<Notify>,
+    conns: RefCell<Vec<Arc<Conn>>>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Vec<Rc<Local>>> = const { RefCell::new(Vec::new()) };
+}
+
+async fn run(local: Rc<Local>) {
+    loop {
+        local.signal.notified().await;
+        // One pass over the thread's connections, from the first. A broadcast appended
+        // during the pass reaches the connections not visited yet; the signal it left
+        // starts another pass for the others.
+        let mut at = 0;
+        loop {
+            let Some(head) = local.log.upgrade().map(|log| log.head()) else {
+                return;
+            };
+            if wake_batch(&local.conns, &mut at, head) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Wakes up to [`BATCH`] connections from `at` that have not read up to `head`, dropping
+/// closed ones from the list; returns true at the end of the list.
+fn wake_batch(conns: &RefCell<Vec<Arc<Conn>>>, at: &mut usize, head: u64) -> bool {
+    let mut conns = conns.borrow_mut();
+    let mut woken = 0;
+    while woken < BATCH {
+        let Some(conn) = conns.get(*at) else {
+            if conns.capacity() > 2 * conns.len() + 16 {
+                conns.shrink_to_fit();
+            }
+            return true;
+        };
+        if conn.is_closing() {
+            conns.swap_remove(*at);
+            continue;
+        }
+        if conn.wake_for_broadcast(head) {
+            woken += 1;
+        }
+        *at += 1;
+    }
+    false
+}
