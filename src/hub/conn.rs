@@ -69,7 +69,8 @@ pub struct Conn {
     shared: Mutex<Shared>,
     /// Wakes the connection's task: frames queued, a broadcast, or a close requested.
     wake: Notify,
-    /// Whether a close was requested (read without the lock by broadcasts).
+    /// Whether a close was requested or the connection left the hub (read without the
+    /// lock by broadcasts and pacers).
     closing: AtomicBool,
     /// The broadcast log, once the connection is registered in a hub, and the position of
     /// the next broadcast it has not taken yet.
@@ -180,7 +181,7 @@ impl Conn {
         true
     }
 
-    /// Whether a close was requested.
+    /// Whether a close was requested, or the connection has left the hub.
     pub fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Relaxed)
     }
@@ -330,6 +331,7 @@ impl Conn {
 
     /// Marks the connection as gone and hands back its groups for removal from the index.
     pub(crate) fn leave_all(&self) -> Vec<Arc<str>> {
+        self.closing.store(true, Ordering::Relaxed);
         let mut g = self.groups.lock();
         g.1 = true;
         std::mem::take(&mut g.0)

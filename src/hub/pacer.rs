@@ -12,7 +12,7 @@
 //! in one vectored write.
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     rc::Rc,
     sync::{Arc, Weak},
 };
@@ -57,6 +57,7 @@ impl Pacers {
                         log: Arc::downgrade(log),
                         signal: Arc::new(Notify::new()),
                         conns: RefCell::new(Vec::new()),
+                        prune_at: Cell::new(PRUNE_MIN),
                     });
                     self.signals.lock().push(Arc::downgrade(&local.signal));
                     tokio::task::spawn_local(run(local.clone()));
@@ -64,7 +65,7 @@ impl Pacers {
                     local
                 }
             };
-            local.conns.borrow_mut().push(conn.clone());
+            local.add(conn);
         });
     }
 }
@@ -74,7 +75,24 @@ struct Local {
     log: Weak<BroadcastLog>,
     signal: Arc<Notify>,
     conns: RefCell<Vec<Arc<Conn>>>,
+    /// The list's length at which connections that left are dropped from it: a pass
+    /// drops them too, but a node that never broadcasts never passes.
+    prune_at: Cell<usize>,
 }
+
+impl Local {
+    fn add(&self, conn: &Arc<Conn>) {
+        let mut conns = self.conns.borrow_mut();
+        conns.push(conn.clone());
+        if conns.len() >= self.prune_at.get() {
+            conns.retain(|c| !c.is_closing());
+            self.prune_at.set((2 * conns.len()).max(PRUNE_MIN));
+        }
+    }
+}
+
+/// The smallest list length that triggers pruning.
+const PRUNE_MIN: usize = 64;
 
 thread_local! {
     static LOCAL: RefCell<Vec<Rc<Local>>> = const { RefCell::new(Vec::new()) };
@@ -121,4 +139,54 @@ fn wake_batch(conns: &RefCell<Vec<Arc<Conn>>>, at: &mut usize, head: u64) -> boo
         *at += 1;
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on_a_local_set(test: impl std::future::Future<Output = ()>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        tokio::task::LocalSet::new().block_on(&rt, test);
+    }
+
+    fn conn(i: u64) -> Arc<Conn> {
+        Conn::new(format!("c{i}").into(), None, i, 8)
+    }
+
+    #[test]
+    fn a_broadcast_wakes_every_connection_that_has_not_read_it() {
+        on_a_local_set(async {
+            let (pacers, log) = (Pacers::default(), Arc::new(BroadcastLog::new(8)));
+            let conns: Vec<_> = (0..3 * BATCH as u64).map(conn).collect();
+            for c in &conns {
+                c.follow(&log);
+                pacers.follow(&log, c);
+            }
+            log.append(crate::protocol::Frame::text("hi"));
+            pacers.signal();
+            for c in &conns {
+                tokio::time::timeout(std::time::Duration::from_secs(5), c.changed())
+                    .await
+                    .expect("woken");
+            }
+        });
+    }
+
+    #[test]
+    fn connections_that_left_are_dropped_without_any_broadcast() {
+        on_a_local_set(async {
+            let (pacers, log) = (Pacers::default(), Arc::new(BroadcastLog::new(8)));
+            for i in 0..1000 {
+                let c = conn(i);
+                pacers.follow(&log, &c);
+                c.leave_all();
+            }
+            let len = LOCAL.with(|l| l.borrow()[0].conns.borrow().len());
+            assert!(len <= PRUNE_MIN, "{len} connections kept");
+        });
+    }
 }
