@@ -16,7 +16,9 @@
 #               ms: more than any server here can deliver. Deliveries/s and deliveries per
 #               server CPU-second.
 #   fanout-sus  CLIENTS clients, SUS_PUSHES [100] broadcasts every SUS_INTERVAL_MS [100] ms
-#               (10,000 x 10/s). Latency p50/p90/p99.
+#               (10,000 x 10/s). Latency p50/p90/p99. Also run against `floor`
+#               (bench/peers/tokio-tungstenite/src/bin/floor.rs): one send per client in a
+#               tight loop, the least any server can do, to show what the kernel costs.
 #   idle        IDLE_CLIENTS [10000] connections opened at IDLE_RAMP [40000]/s (the ramp caps
 #               the handshake rate: twice the 20,000/s target), held IDLE_HOLD [10] s: RSS
 #               per connection and handshakes/s.
@@ -94,13 +96,13 @@ build() {
 }
 
 # ---------------------------------------------------------------------------- servers
-declare -A PORT=([minipush]=9601 [tokio-tungstenite]=9602 [node-ws]=9603 [python-websockets]=9604
+declare -A PORT=([minipush]=9601 [tokio-tungstenite]=9602 [node-ws]=9603 [python-websockets]=9604 [floor]=9605
   [minipush-redis-1node]=9611 [minipush-redis-2nodes]=9611)
 REDIS_PORT=9620
 # Bytes a server's push frame adds around the loadgen's padding, measured on the wire:
 # peers send {"type":"push","data":{"t":<8 digits>,"pad":"…"}} (46 bytes + pad);
 # minipush sends {"type":"push","stream":"all","seq":N,"data":{…},"time":<13 digits>}.
-declare -A FRAME_OVERHEAD=([minipush]=92 [tokio-tungstenite]=46 [node-ws]=46 [python-websockets]=46
+declare -A FRAME_OVERHEAD=([minipush]=92 [tokio-tungstenite]=46 [node-ws]=46 [python-websockets]=46 [floor]=46
   [minipush-redis-1node]=92 [minipush-redis-2nodes]=92)
 SERVER_PID=
 CLUSTER_PIDS=() # a cluster's other processes: redis-server, then the nodes after the first
@@ -161,6 +163,9 @@ start_server() { # name
     ;;
   tokio-tungstenite)
     taskset -c $SERVER_CPU "$PEER_TARGET/release/peer-tokio-tungstenite" "$port" 2>>"$LOG" &
+    ;;
+  floor)
+    taskset -c $SERVER_CPU "$PEER_TARGET/release/floor" "$port" 2>>"$LOG" &
     ;;
   node-ws)
     taskset -c $SERVER_CPU node "$BENCH/peers/node-ws/server.js" "$port" 2>>"$LOG" &
@@ -388,10 +393,11 @@ for case in $CASES; do
   targeted) names=minipush subcases="targeted-single targeted-batch" ;;
   idle-max | idle-burst) names=minipush ;;
   fanout-cluster) names=$CLUSTER_SERVERS ;;
+  fanout-sus) names="$SERVERS floor" ;;
   esac
   for sub in $subcases; do
     for name in $names; do
-      [[ " $SERVERS $CLUSTER_SERVERS " == *" $name "* ]] || continue
+      [[ " $SERVERS $CLUSTER_SERVERS floor " == *" $name "* ]] || continue
       rep=0
       run_case "$sub" "$name" 1
       for rep in $(seq "$REPS"); do
