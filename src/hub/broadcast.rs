@@ -6,8 +6,10 @@
 //! frames that piled up while it waited go out in one vectored write.
 //!
 //! Positions count appends since start. The log keeps the last `capacity` frames
-//! (`limits.outbound_queue`): a connection more than that many broadcasts behind has lost
-//! frames, and is closed as a slow consumer (4008), exactly as a full queue would.
+//! (`limits.outbound_queue`), and no more than [`MAX_BYTES`] of them, since it keeps them
+//! even when every connection has written them (a push may be up to
+//! `api.max_body_bytes`). A connection behind by more than what the log keeps has lost
+//! frames, and is closed as a slow consumer (4008), as a full queue would be.
 
 use std::{
     collections::VecDeque,
@@ -17,6 +19,9 @@ use std::{
 use parking_lot::RwLock;
 
 use crate::protocol::Frame;
+
+/// The most bytes of broadcasts the log keeps (but always the newest one).
+pub const MAX_BYTES: usize = 16 << 20;
 
 /// A connection's cursor fell behind what the log still holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +38,8 @@ struct Frames {
     /// Position of `list[0]`.
     base: u64,
     list: VecDeque<Frame>,
+    /// Bytes of the frames in `list`.
+    bytes: usize,
 }
 
 impl BroadcastLog {
@@ -42,6 +49,7 @@ impl BroadcastLog {
             frames: RwLock::new(Frames {
                 base: 0,
                 list: VecDeque::new(),
+                bytes: 0,
             }),
             head: AtomicU64::new(0),
             capacity: capacity.max(1),
@@ -54,12 +62,16 @@ impl BroadcastLog {
         self.head.load(Ordering::Acquire)
     }
 
-    /// Appends a frame, forgetting the oldest one beyond `capacity`.
+    /// Appends a frame, forgetting the oldest ones beyond `capacity` or [`MAX_BYTES`].
     pub fn append(&self, frame: Frame) {
         let mut frames = self.frames.write();
+        frames.bytes += frame.bytes().len();
         frames.list.push_back(frame);
-        if frames.list.len() > self.capacity {
-            frames.list.pop_front();
+        while frames.list.len() > self.capacity
+            || (frames.bytes > MAX_BYTES && frames.list.len() > 1)
+        {
+            let old = frames.list.pop_front().expect("not empty");
+            frames.bytes -= old.bytes().len();
             frames.base += 1;
         }
         self.head
@@ -137,5 +149,20 @@ mod tests {
             read_all(&log, 1),
             Ok(vec![Frame::text("b"), Frame::text("c")])
         );
+    }
+
+    #[test]
+    fn big_frames_are_kept_up_to_the_byte_budget() {
+        let log = BroadcastLog::new(1024);
+        let big = Frame::text(&"x".repeat(MAX_BYTES / 4));
+        for _ in 0..10 {
+            log.append(big.clone());
+        }
+        // Three fit (each is a little over a quarter of the budget with its header).
+        assert!(log.overrun(6));
+        assert_eq!(read_all(&log, 7).map(|f| f.len()), Ok(3));
+        let huge = Frame::text(&"y".repeat(MAX_BYTES + 1));
+        log.append(huge.clone());
+        assert_eq!(read_all(&log, 10), Ok(vec![huge]));
     }
 }
