@@ -21,7 +21,7 @@ use std::{
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use super::broadcast::BroadcastLog;
+use super::{broadcast::BroadcastLog, pacer::Ready};
 use crate::protocol::{close, Frame};
 
 /// Why and how a connection is to be closed.
@@ -76,6 +76,9 @@ pub struct Conn {
     /// the next broadcast it has not taken yet.
     feed: OnceLock<Arc<BroadcastLog>>,
     cursor: AtomicU64,
+    /// Its worker thread's pacer, once the connection's task runs: big group pushes hand
+    /// it the connection to wake in turn.
+    pacer: OnceLock<Arc<Ready>>,
     /// Groups this connection belongs to, and whether it has left the hub for good.
     groups: Mutex<(Vec<Arc<str>>, bool)>,
     /// Until the client resumes (or the resume window passes), each stream's `seq` at the
@@ -120,6 +123,7 @@ impl Conn {
             closing: AtomicBool::new(false),
             feed: OnceLock::new(),
             cursor: AtomicU64::new(0),
+            pacer: OnceLock::new(),
             groups: Mutex::new((Vec::new(), false)),
             recording: AtomicBool::new(true),
             live_from: Mutex::new(Vec::new()),
@@ -148,9 +152,49 @@ impl Conn {
 
     /// Offers a frame without waiting. A full queue closes the connection with 4008.
     pub fn send(&self, frame: &Frame) -> Sent {
+        match self.enqueue(frame) {
+            Ok(wake) => {
+                if wake {
+                    self.wake();
+                }
+                Sent::Queued
+            }
+            Err(refused) => refused,
+        }
+    }
+
+    /// Like [`Conn::send`], but has its thread's pacer wake the connection, in turn with
+    /// the others (for pushes to many connections at once).
+    pub(crate) fn send_paced(self: &Arc<Self>, frame: &Frame) -> Sent {
+        match self.enqueue(frame) {
+            Ok(wake) => {
+                if wake {
+                    match self.pacer.get() {
+                        Some(ready) => ready.push(self.clone()),
+                        None => self.wake(),
+                    }
+                }
+                Sent::Queued
+            }
+            Err(refused) => refused,
+        }
+    }
+
+    /// Hands the connection's wake-ups for big pushes to `ready` (its thread's pacer).
+    pub(crate) fn paced_by(&self, ready: &Arc<Ready>) {
+        let _ = self.pacer.set(ready.clone());
+    }
+
+    /// Wakes the connection's task.
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Queues a frame; `Ok(true)` when the task must be woken for it.
+    fn enqueue(&self, frame: &Frame) -> Result<bool, Sent> {
         let mut shared = self.shared.lock();
         if shared.close.is_some() {
-            return Sent::Closed;
+            return Err(Sent::Closed);
         }
         let head = self.feed.get().map_or(0, |log| log.head());
         let unread = head.saturating_sub(self.cursor.load(Ordering::Relaxed));
@@ -160,15 +204,11 @@ impl Conn {
                 close::SLOW_CONSUMER,
                 "slow consumer: outbound queue overflowed",
             );
-            return Sent::Overflow;
+            return Err(Sent::Overflow);
         }
         let was_empty = shared.queue.is_empty();
         shared.queue.push_back((head, frame.clone()));
-        drop(shared);
-        if was_empty {
-            self.wake.notify_one();
-        }
-        Sent::Queued
+        Ok(was_empty)
     }
 
     /// Wakes the connection if it has not taken the broadcasts before `head` yet; false
@@ -177,7 +217,7 @@ impl Conn {
         if self.is_closing() || self.cursor.load(Ordering::Relaxed) >= head {
             return false;
         }
-        self.wake.notify_one();
+        self.wake();
         true
     }
 

@@ -320,25 +320,35 @@ impl Hub {
     /// connection).
     pub fn deliver(&self, target: &Target, frame: &Frame) -> usize {
         let mut delivered = 0;
-        let mut offer = |conn: &Arc<Conn>| match conn.send(frame) {
-            Sent::Queued => delivered += 1,
-            Sent::Overflow => self.metrics.dropped("slow_consumer"),
-            Sent::Closed => self.metrics.dropped("closed"),
+        // `paced`: many connections at once; waking all their tasks together would delay
+        // the requests carrying the next pushes, so their thread's pacer wakes them.
+        let mut offer = |conn: &Arc<Conn>, paced: bool| {
+            let sent = if paced {
+                conn.send_paced(frame)
+            } else {
+                conn.send(frame)
+            };
+            match sent {
+                Sent::Queued => delivered += 1,
+                Sent::Overflow => self.metrics.dropped("slow_consumer"),
+                Sent::Closed => self.metrics.dropped("closed"),
+            }
         };
         match target {
             Target::Uid(uid) => {
                 if let Some(list) = self.uids.get(uid.as_str()) {
-                    list.iter().for_each(&mut offer);
+                    list.iter().for_each(|c| offer(c, false));
                 }
             }
             Target::Group(group) => {
                 if let Some(g) = self.groups.get(group.as_str()) {
-                    g.conns.values().for_each(&mut offer);
+                    let paced = g.conns.len() > pacer::BATCH;
+                    g.conns.values().for_each(|c| offer(c, paced));
                 }
             }
             Target::Conn(id) => {
                 if let Some(c) = self.conns.get(id.as_str()) {
-                    offer(&c);
+                    offer(&c, false);
                 }
             }
             Target::All => {

@@ -1,5 +1,5 @@
-//! Pacers wake connections for broadcasts, a small batch at a time, one pacer per worker
-//! thread.
+//! Pacers wake connections for broadcasts and big group pushes, a small batch at a time,
+//! one pacer per worker thread.
 //!
 //! A push to `all` is appended to the [`BroadcastLog`](super::broadcast::BroadcastLog)
 //! once and each worker thread's pacer is signalled once. The pacer then walks its own
@@ -10,6 +10,9 @@
 //! being read. Paced, a push is read within about two batches of writes, and a
 //! connection that is woken late simply writes every broadcast that arrived meanwhile
 //! in one vectored write.
+//!
+//! A push to a group of more than [`BATCH`] connections is queued on each of them, and
+//! the connections are handed to their pacers ([`Ready`]) to be woken the same way.
 
 use std::{
     cell::{Cell, RefCell},
@@ -23,7 +26,27 @@ use tokio::sync::Notify;
 use super::{broadcast::BroadcastLog, Conn};
 
 /// Connections woken between two yields to the runtime.
-const BATCH: usize = 64;
+pub const BATCH: usize = 64;
+
+/// Connections with newly queued frames, handed to a pacer from any thread.
+pub struct Ready {
+    conns: Mutex<Vec<Arc<Conn>>>,
+    signal: Arc<Notify>,
+}
+
+impl Ready {
+    /// Adds a connection to wake, signalling the pacer if the list was empty.
+    pub fn push(&self, conn: Arc<Conn>) {
+        let first = {
+            let mut conns = self.conns.lock();
+            conns.push(conn);
+            conns.len() == 1
+        };
+        if first {
+            self.signal.notify_one();
+        }
+    }
+}
 
 /// The hub's side: one signal per worker thread that has connections.
 #[derive(Default)]
@@ -53,11 +76,17 @@ impl Pacers {
             let local = match locals.iter().find(|l| l.log.as_ptr() == Arc::as_ptr(log)) {
                 Some(l) => l.clone(),
                 None => {
+                    let signal = Arc::new(Notify::new());
                     let local = Rc::new(Local {
                         log: Arc::downgrade(log),
-                        signal: Arc::new(Notify::new()),
+                        ready: Arc::new(Ready {
+                            conns: Mutex::new(Vec::new()),
+                            signal: signal.clone(),
+                        }),
+                        signal,
                         conns: RefCell::new(Vec::new()),
                         prune_at: Cell::new(PRUNE_MIN),
+                        passed: Cell::new(0),
                     });
                     self.signals.lock().push(Arc::downgrade(&local.signal));
                     tokio::task::spawn_local(run(local.clone()));
@@ -65,6 +94,7 @@ impl Pacers {
                     local
                 }
             };
+            conn.paced_by(&local.ready);
             local.add(conn);
         });
     }
@@ -74,7 +104,12 @@ impl Pacers {
 struct Local {
     log: Weak<BroadcastLog>,
     signal: Arc<Notify>,
+    /// Connections with frames queued by a big group push.
+    ready: Arc<Ready>,
+    /// Every connection of this thread (for broadcasts).
     conns: RefCell<Vec<Arc<Conn>>>,
+    /// The log's head when the last broadcast pass started.
+    passed: Cell<u64>,
     /// The list's length at which connections that left are dropped from it: a pass
     /// drops them too, but a node that never broadcasts never passes.
     prune_at: Cell<usize>,
@@ -101,9 +136,21 @@ thread_local! {
 async fn run(local: Rc<Local>) {
     loop {
         local.signal.notified().await;
-        // One pass over the thread's connections, from the first. A broadcast appended
-        // during the pass reaches the connections not visited yet; the signal it left
-        // starts another pass for the others.
+        let ready = std::mem::take(&mut *local.ready.conns.lock());
+        for batch in ready.chunks(BATCH) {
+            batch.iter().for_each(|c| c.wake());
+            tokio::task::yield_now().await;
+        }
+        // One pass over the thread's connections, from the first, if something was
+        // broadcast since the last one. A broadcast appended during the pass reaches the
+        // connections not visited yet; the signal it left starts another pass.
+        let Some(head) = local.log.upgrade().map(|log| log.head()) else {
+            return;
+        };
+        if head == local.passed.get() {
+            continue;
+        }
+        local.passed.set(head);
         let mut at = 0;
         loop {
             let Some(head) = local.log.upgrade().map(|log| log.head()) else {
@@ -168,6 +215,28 @@ mod tests {
             }
             log.append(crate::protocol::Frame::text("hi"));
             pacers.signal();
+            for c in &conns {
+                tokio::time::timeout(std::time::Duration::from_secs(5), c.changed())
+                    .await
+                    .expect("woken");
+            }
+        });
+    }
+
+    #[test]
+    fn a_big_group_push_wakes_every_member_through_the_pacer() {
+        on_a_local_set(async {
+            let (pacers, log) = (Pacers::default(), Arc::new(BroadcastLog::new(8)));
+            let conns: Vec<_> = (0..3 * BATCH as u64).map(conn).collect();
+            for c in &conns {
+                pacers.follow(&log, c);
+            }
+            for c in &conns {
+                assert_eq!(
+                    c.send_paced(&crate::protocol::Frame::text("hi")),
+                    crate::hub::Sent::Queued
+                );
+            }
             for c in &conns {
                 tokio::time::timeout(std::time::Duration::from_secs(5), c.changed())
                     .await

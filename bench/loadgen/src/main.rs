@@ -100,6 +100,10 @@ enum Workload {
         pad: usize,
         #[arg(long, value_enum, default_value_t = Trigger::Auto)]
         trigger: Trigger,
+        /// minipush: every client joins this group (client `join`) and the pushes go to
+        /// it instead of to everyone.
+        #[arg(long)]
+        group: Option<String>,
     },
     /// Pushes to random uids through the API (minipush only).
     Targeted {
@@ -472,13 +476,17 @@ async fn fanout(
     interval_ms: u64,
     pad: usize,
     trigger: Trigger,
+    group: Option<String>,
 ) -> serde_json::Value {
     let use_api = match trigger {
         Trigger::Auto => opts.token.is_some(),
         Trigger::Api => true,
         Trigger::Ws => false,
     };
-    let (conns, ramp_time, failed) = connect_all(opts).await;
+    let (mut conns, ramp_time, failed) = connect_all(opts).await;
+    if let Some(g) = &group {
+        join_all_to(&mut conns, g).await;
+    }
     let n = conns.len() as u64;
     let clock = Clock(Instant::now());
     let listeners = Listeners::start(conns, clock);
@@ -513,8 +521,12 @@ async fn fanout(
         }
         None => {
             let (api, key) = (opts.api.clone(), opts.key.clone().unwrap_or_default());
+            let target = match group {
+                Some(g) => json!({ "group": g }),
+                None => json!({ "all": true }),
+            };
             std::thread::spawn(move || {
-                api_trigger(&api, &key, pushes, interval_ms, &padding, clock)
+                api_trigger(&api, &key, &target, pushes, interval_ms, &padding, clock)
             })
             .join()
             .expect("the API trigger thread")
@@ -550,15 +562,35 @@ async fn fanout(
     })
 }
 
-/// Sends `pushes` pushes to everyone through `POST /api/push`, one every `interval_ms`,
-/// open loop (the next one leaves on schedule while earlier ones are still being
-/// answered; the pool opens more connections as needed). It runs on a thread of its own,
+/// Has every client join `group` (client `join`), all at once, and waits for the replies.
+async fn join_all_to(conns: &mut [Ws], group: &str) {
+    let joins = conns.iter_mut().map(|ws| async move {
+        let join = json!({ "type": "join", "group": group, "id": "j" }).to_string();
+        ws.send(Message::Text(join)).await.expect("join sent");
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) if t.contains("\"ref\":\"j\"") => {
+                    assert!(t.contains("\"reply\""), "join refused: {t}");
+                    return;
+                }
+                Ok(Some(Ok(_))) => {}
+                other => panic!("no join reply: {other:?}"),
+            }
+        }
+    });
+    futures_util::future::join_all(joins).await;
+}
+
+/// Sends `pushes` pushes to `target` (`"all":true` or a group) through `POST /api/push`,
+/// one every `interval_ms`, open loop (the next one leaves on schedule while earlier ones
+/// are still being answered; the pool opens more connections as needed). It runs on a thread of its own,
 /// like the peers' trigger, which sends from the main thread: on the runtime that reads
 /// the 10,000 clients its requests would wait behind them and leave late. Returns the
 /// approximate size of a push frame.
 fn api_trigger(
     api: &str,
     key: &str,
+    target: &serde_json::Value,
     pushes: u64,
     interval_ms: u64,
     pad: &str,
@@ -575,7 +607,8 @@ fn api_trigger(
         let mut in_flight = Vec::new();
         for _ in 0..pushes {
             tick.tick().await;
-            let body = json!({ "all": true, "data": { "t": clock.micros(), "pad": pad } });
+            let mut body = target.clone();
+            body["data"] = json!({ "t": clock.micros(), "pad": pad });
             frame_bytes = body.to_string().len() + 60;
             let request = http
                 .post(format!("{api}/api/push"))
@@ -756,7 +789,8 @@ fn main() {
                 interval_ms,
                 pad,
                 trigger,
-            } => fanout(&cli.opts, pushes, interval_ms, pad, trigger).await,
+                group,
+            } => fanout(&cli.opts, pushes, interval_ms, pad, trigger, group).await,
             Workload::Targeted {
                 pushes,
                 batch,
