@@ -106,6 +106,15 @@ CASES = {
             ("p99 ms", lat("p99"), "{:,.0f}", False),
         ],
     ),
+    "fanout-group": (
+        "Fan-out at saturation to one group that every client joined (minipush)",
+        [
+            ("deliveries/s", field("deliveries_per_sec"), "{:,.0f}", True),
+            ("deliveries per server CPU-s", field("deliveries_per_cpu_sec"), "{:,.0f}", True),
+            ("server CPU s", field("server_cpu_secs"), "{:.2f}", None),
+            ("p99 ms", lat("p99"), "{:,.0f}", False),
+        ],
+    ),
     "idle-max": (
         "minipush at the per-process file limit (two loadgen processes, heartbeats running)",
         [

@@ -34,6 +34,8 @@
 #               IDLE_RAMP/2 each, held while heartbeats run (IDLE_MAX_WATCH [30] s > the
 #               25 s ping interval): RSS per connection once connected and after the
 #               watch, and the server's CPU use while idle.
+#   fanout-group  (minipush) fanout-sat, but every client joins the group `room` (client
+#               `join`) and the pushes go to `{"group":"room"}`.
 #   fanout-cluster  (minipush) fanout-sat on the Redis broker: one node, then two nodes with
 #               the clients split between them (the trigger pushes through the first);
 #               in-memory minipush alongside. The nodes and redis-server share CPU 0, and
@@ -64,7 +66,7 @@ TARGETED_BATCH=${TARGETED_BATCH:-100}
 RAMP=${RAMP:-5000}          # connections/s for every case but idle
 REPS=${REPS:-3}
 SERVERS=${SERVERS:-"minipush tokio-tungstenite node-ws python-websockets"}
-CASES=${CASES:-"fanout-sat fanout-sus idle idle-burst echo targeted idle-max fanout-cluster"}
+CASES=${CASES:-"fanout-sat fanout-sus idle idle-burst echo targeted idle-max fanout-group fanout-cluster"}
 CLUSTER_SERVERS="minipush minipush-redis-1node minipush-redis-2nodes"
 
 SERVER_CPU=0
@@ -236,6 +238,11 @@ run_case() { # case server warmup
     out=$(loadgen "$name" --clients "$CLIENTS" --ramp "$RAMP" fanout --pad "$(pad_for "$name")" \
       --pushes $((warm ? SAT_PUSHES / 10 : SAT_PUSHES)) --interval-ms "$SAT_INTERVAL_MS") || true
     ;;
+  fanout-group)
+    out=$(loadgen "$name" --clients "$CLIENTS" --ramp "$RAMP" fanout --group room \
+      --pad $(($(pad_for "$name") - 3)) --interval-ms "$SAT_INTERVAL_MS" \
+      --pushes $((warm ? SAT_PUSHES / 10 : SAT_PUSHES))) || true
+    ;;
   fanout-sus)
     out=$(loadgen "$name" --clients "$CLIENTS" --ramp "$RAMP" fanout --pad "$(pad_for "$name")" \
       --pushes $((warm ? SUS_PUSHES / 10 : SUS_PUSHES)) --interval-ms "$SUS_INTERVAL_MS") || true
@@ -391,7 +398,7 @@ for case in $CASES; do
   subcases=$case
   case $case in
   targeted) names=minipush subcases="targeted-single targeted-batch" ;;
-  idle-max | idle-burst) names=minipush ;;
+  idle-max | idle-burst | fanout-group) names=minipush ;;
   fanout-cluster) names=$CLUSTER_SERVERS ;;
   fanout-sus) names="$SERVERS floor" ;;
   esac
