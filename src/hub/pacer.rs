@@ -134,29 +134,39 @@ thread_local! {
 }
 
 async fn run(local: Rc<Local>) {
+    // Connections handed over by group pushes, and how many of them are woken.
+    let mut ready: Vec<Arc<Conn>> = Vec::new();
+    let mut ready_at = 0;
+    // Where the current broadcast pass is, if one is under way.
+    let mut pass: Option<usize> = None;
     loop {
         local.signal.notified().await;
-        let ready = std::mem::take(&mut *local.ready.conns.lock());
-        for batch in ready.chunks(BATCH) {
-            batch.iter().for_each(|c| c.wake());
-            tokio::task::yield_now().await;
-        }
-        // One pass over the thread's connections, from the first, if something was
-        // broadcast since the last one. A broadcast appended during the pass reaches the
-        // connections not visited yet; the signal it left starts another pass.
-        let Some(head) = local.log.upgrade().map(|log| log.head()) else {
-            return;
-        };
-        if head == local.passed.get() {
-            continue;
-        }
-        local.passed.set(head);
-        let mut at = 0;
+        // One batch of each per turn, so neither kind waits for the other to finish.
         loop {
+            if ready_at == ready.len() {
+                ready.clear();
+                ready_at = 0;
+                ready.append(&mut local.ready.conns.lock());
+            }
+            let end = (ready_at + BATCH).min(ready.len());
+            ready[ready_at..end].iter().for_each(|c| c.wake());
+            ready_at = end;
+            // A pass over the thread's connections starts when something was broadcast
+            // since the last one. A broadcast appended during a pass reaches the
+            // connections not visited yet; the signal it left starts another pass.
             let Some(head) = local.log.upgrade().map(|log| log.head()) else {
                 return;
             };
-            if wake_batch(&local.conns, &mut at, head) {
+            if pass.is_none() && head != local.passed.get() {
+                local.passed.set(head);
+                pass = Some(0);
+            }
+            if let Some(at) = pass.as_mut() {
+                if wake_batch(&local.conns, at, head) {
+                    pass = None;
+                }
+            }
+            if ready_at == ready.len() && pass.is_none() {
                 break;
             }
             tokio::task::yield_now().await;
