@@ -34,15 +34,18 @@ def field(key, scale=1.0):
     return lambda r: None if r.get(key) is None else r[key] * scale
 
 
+# The columns of every fan-out-at-saturation case.
+SATURATION = [
+    ("deliveries/s", field("deliveries_per_sec"), "{:,.0f}", True),
+    ("deliveries per server CPU-s", field("deliveries_per_cpu_sec"), "{:,.0f}", True),
+    ("server CPU s", field("server_cpu_secs"), "{:.2f}", None),
+    ("p99 ms", lat("p99"), "{:,.0f}", False),
+]
+
 CASES = {
     "fanout-sat": (
         "Fan-out at saturation (broadcasts offered faster than any server delivers)",
-        [
-            ("deliveries/s", field("deliveries_per_sec"), "{:,.0f}", True),
-            ("deliveries per server CPU-s", field("deliveries_per_cpu_sec"), "{:,.0f}", True),
-            ("server CPU s", field("server_cpu_secs"), "{:.2f}", None),
-            ("p99 ms", lat("p99"), "{:,.0f}", False),
-        ],
+        SATURATION,
     ),
     "fanout-sus": (
         "Fan-out at a sustainable load (10 broadcasts/s)",
@@ -99,21 +102,11 @@ CASES = {
     ),
     "fanout-cluster": (
         "Fan-out at saturation on the Redis broker: 1 node, 2 nodes (CPU counts Redis too)",
-        [
-            ("deliveries/s", field("deliveries_per_sec"), "{:,.0f}", True),
-            ("deliveries per server CPU-s", field("deliveries_per_cpu_sec"), "{:,.0f}", True),
-            ("server CPU s", field("server_cpu_secs"), "{:.2f}", None),
-            ("p99 ms", lat("p99"), "{:,.0f}", False),
-        ],
+        SATURATION,
     ),
     "fanout-group": (
         "Fan-out at saturation to one group that every client joined (minipush)",
-        [
-            ("deliveries/s", field("deliveries_per_sec"), "{:,.0f}", True),
-            ("deliveries per server CPU-s", field("deliveries_per_cpu_sec"), "{:,.0f}", True),
-            ("server CPU s", field("server_cpu_secs"), "{:.2f}", None),
-            ("p99 ms", lat("p99"), "{:,.0f}", False),
-        ],
+        SATURATION,
     ),
     "idle-max": (
         "minipush at the per-process file limit (two loadgen processes, heartbeats running)",

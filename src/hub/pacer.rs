@@ -214,22 +214,32 @@ mod tests {
         Conn::new(format!("c{i}").into(), None, i, 8)
     }
 
+    /// Three batches of connections reading `log`, each handed to this thread's pacer.
+    fn paced_conns(pacers: &Pacers, log: &Arc<BroadcastLog>) -> Vec<Arc<Conn>> {
+        let conns: Vec<_> = (0..3 * BATCH as u64).map(conn).collect();
+        for c in &conns {
+            c.follow(log);
+            pacers.follow(log, c);
+        }
+        conns
+    }
+
+    async fn all_woken(conns: &[Arc<Conn>]) {
+        for c in conns {
+            tokio::time::timeout(std::time::Duration::from_secs(5), c.changed())
+                .await
+                .expect("woken");
+        }
+    }
+
     #[test]
     fn a_broadcast_wakes_every_connection_that_has_not_read_it() {
         on_a_local_set(async {
             let (pacers, log) = (Pacers::default(), Arc::new(BroadcastLog::new(8)));
-            let conns: Vec<_> = (0..3 * BATCH as u64).map(conn).collect();
-            for c in &conns {
-                c.follow(&log);
-                pacers.follow(&log, c);
-            }
+            let conns = paced_conns(&pacers, &log);
             log.append(crate::protocol::Frame::text("hi"));
             pacers.signal();
-            for c in &conns {
-                tokio::time::timeout(std::time::Duration::from_secs(5), c.changed())
-                    .await
-                    .expect("woken");
-            }
+            all_woken(&conns).await;
         });
     }
 
@@ -237,21 +247,12 @@ mod tests {
     fn a_big_group_push_wakes_every_member_through_the_pacer() {
         on_a_local_set(async {
             let (pacers, log) = (Pacers::default(), Arc::new(BroadcastLog::new(8)));
-            let conns: Vec<_> = (0..3 * BATCH as u64).map(conn).collect();
+            let conns = paced_conns(&pacers, &log);
             for c in &conns {
-                pacers.follow(&log, c);
+                let sent = c.send_paced(&crate::protocol::Frame::text("hi"));
+                assert_eq!(sent, crate::hub::Sent::Queued);
             }
-            for c in &conns {
-                assert_eq!(
-                    c.send_paced(&crate::protocol::Frame::text("hi")),
-                    crate::hub::Sent::Queued
-                );
-            }
-            for c in &conns {
-                tokio::time::timeout(std::time::Duration::from_secs(5), c.changed())
-                    .await
-                    .expect("woken");
-            }
+            all_woken(&conns).await;
         });
     }
 
