@@ -5,7 +5,8 @@
 //! The indexes are sharded concurrent maps (no global lock on the delivery path), and
 //! delivery only ever does a non-blocking `try_send` while a shard is read-locked. Pushes
 //! to `all` are appended once to the [`BroadcastLog`] that every connection reads, and
-//! each worker thread's pacer wakes its connections for them ([`pacer`]).
+//! each worker thread's pacer wakes its connections for them, and for pushes to big
+//! groups ([`pacer`]).
 
 pub mod broadcast;
 pub mod conn;
@@ -144,8 +145,8 @@ impl Hub {
         true
     }
 
-    /// Has the calling thread's pacer wake `conn` for broadcasts. Called once by the
-    /// connection's own task, on its thread.
+    /// Has the calling thread's pacer wake `conn` for broadcasts and big group pushes.
+    /// Called once by the connection's own task, on its thread.
     pub fn pace(&self, conn: &Arc<Conn>) {
         self.pacers.follow(&self.broadcast, conn);
     }
